@@ -1,0 +1,230 @@
+//! Does a certificate satisfy the metadata a client declared? (RFC 8705 §2.1.2, §2.2)
+//!
+//! Used at registration, on a self-management PUT that changes these fields, and when a
+//! client authenticates with `tls_client_auth` / `self_signed_tls_client_auth`.
+
+use std::net::IpAddr;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use sha2::{Digest as _, Sha256};
+
+use crate::identity::ClientCertificate;
+use crate::metadata::{AuthMethod, ClientMetadata};
+
+/// Whether `cert` satisfies what `meta` declares for its authentication method.
+///
+/// For `tls_client_auth` this is the subject/SAN rule only; chain verification is the
+/// caller's business (registration and token authentication differ there).
+pub fn satisfies(meta: &ClientMetadata, cert: &ClientCertificate) -> Result<(), String> {
+    match meta.token_endpoint_auth_method {
+        AuthMethod::TlsClientAuth => tls_client_auth(meta, cert),
+        AuthMethod::SelfSignedTlsClientAuth => {
+            if meta.jwks.is_none() {
+                return Err(
+                    "jwks_uri is not fetched by this server: declare the certificate in jwks".into(),
+                );
+            }
+            if jwks_thumbprints(meta).any(|t| t == cert.sha256) {
+                Ok(())
+            } else {
+                Err("the certificate is not among the jwks x5c certificates".into())
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+fn tls_client_auth(meta: &ClientMetadata, cert: &ClientCertificate) -> Result<(), String> {
+    let ok = if let Some(dn) = &meta.tls_client_auth_subject_dn {
+        dn_equal(dn, &cert.subject)
+    } else if let Some(dns) = &meta.tls_client_auth_san_dns {
+        cert.san.dns.iter().any(|d| d.eq_ignore_ascii_case(dns))
+    } else if let Some(uri) = &meta.tls_client_auth_san_uri {
+        cert.san.uri.iter().any(|u| u == uri)
+    } else if let Some(ip) = &meta.tls_client_auth_san_ip {
+        ip.parse::<IpAddr>()
+            .is_ok_and(|ip| cert.san.ip.contains(&ip))
+    } else if let Some(email) = &meta.tls_client_auth_san_email {
+        cert.san.email.iter().any(|e| email_equal(e, email))
+    } else {
+        false
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err("the certificate does not match the declared tls_client_auth subject or SAN".into())
+    }
+}
+
+/// SHA-256 of every `x5c` leaf in the client's `jwks`.
+pub fn jwks_thumbprints(meta: &ClientMetadata) -> impl Iterator<Item = [u8; 32]> + '_ {
+    meta.jwks
+        .iter()
+        .flat_map(|jwks| jwks.get("keys").and_then(|k| k.as_array()).into_iter().flatten())
+        .filter_map(|key| key.get("x5c")?.as_array()?.first()?.as_str())
+        .filter_map(|b64| STANDARD.decode(b64).ok())
+        .map(|der| Sha256::digest(der).into())
+}
+
+/// The local part is case-sensitive, the domain is not (RFC 5321).
+fn email_equal(a: &str, b: &str) -> bool {
+    match (a.rsplit_once('@'), b.rsplit_once('@')) {
+        (Some((la, da)), Some((lb, db))) => la == lb && da.eq_ignore_ascii_case(db),
+        _ => a == b,
+    }
+}
+
+/// Distinguished-name equality in the spirit of RFC 4517 `distinguishedNameMatch`:
+/// attribute types case-insensitive (short names and OIDs alike), values compared
+/// case-insensitively with insignificant spaces removed, AVA order inside an RDN ignored.
+pub fn dn_equal(a: &str, b: &str) -> bool {
+    match (parse_dn(a), parse_dn(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Whether `s` parses as an RFC 4514 distinguished name.
+pub fn dn_is_valid(s: &str) -> bool {
+    parse_dn(s).is_some_and(|rdns| !rdns.is_empty())
+}
+
+type Rdn = Vec<(String, String)>;
+
+fn parse_dn(s: &str) -> Option<Vec<Rdn>> {
+    let mut rdns = Vec::new();
+    if s.trim().is_empty() {
+        return Some(rdns);
+    }
+    for rdn in split_unescaped(s, ',') {
+        let mut avas = Vec::new();
+        for ava in split_unescaped(&rdn, '+') {
+            let (ty, value) = ava.split_once('=')?;
+            let ty = canonical_type(ty.trim())?;
+            avas.push((ty, normalize_value(value)?));
+        }
+        avas.sort();
+        rdns.push(avas);
+    }
+    Some(rdns)
+}
+
+fn split_unescaped(s: &str, sep: char) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut escaped = false;
+    for c in s.chars() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else if c == sep {
+            parts.push(String::new());
+            continue;
+        }
+        if let Some(last) = parts.last_mut() {
+            last.push(c);
+        }
+    }
+    parts
+}
+
+fn canonical_type(ty: &str) -> Option<String> {
+    let upper = ty.to_ascii_uppercase();
+    let upper = upper.strip_prefix("OID.").unwrap_or(&upper).to_owned();
+    let short = match upper.as_str() {
+        "2.5.4.3" | "COMMONNAME" => "CN",
+        "2.5.4.7" | "LOCALITYNAME" => "L",
+        "2.5.4.8" | "STATEORPROVINCENAME" | "S" => "ST",
+        "2.5.4.10" | "ORGANIZATIONNAME" => "O",
+        "2.5.4.11" | "ORGANIZATIONALUNITNAME" => "OU",
+        "2.5.4.6" | "COUNTRYNAME" => "C",
+        "2.5.4.9" | "STREETADDRESS" => "STREET",
+        "0.9.2342.19200300.100.1.25" | "DOMAINCOMPONENT" => "DC",
+        "0.9.2342.19200300.100.1.1" | "USERID" => "UID",
+        "1.2.840.113549.1.9.1" | "EMAILADDRESS" | "E" => "EMAILADDRESS",
+        _ => {
+            let valid = !upper.is_empty()
+                && upper
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            return valid.then_some(upper);
+        }
+    };
+    Some(short.to_owned())
+}
+
+/// Unescapes an RFC 4514 value and folds it for comparison.
+fn normalize_value(raw: &str) -> Option<String> {
+    let raw = raw.trim_start();
+    if let Some(hex) = raw.strip_prefix('#') {
+        return Some(format!("#{}", hex.trim().to_ascii_lowercase()));
+    }
+    let mut bytes = Vec::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    // Trailing spaces count only when escaped.
+    let mut significant_len = 0;
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            let next = chars.next()?;
+            if next.is_ascii_hexdigit() {
+                let lo = chars.next()?;
+                let byte = u8::from_str_radix(&format!("{next}{lo}"), 16).ok()?;
+                bytes.push(byte);
+            } else {
+                let mut buf = [0u8; 4];
+                bytes.extend_from_slice(next.encode_utf8(&mut buf).as_bytes());
+            }
+            significant_len = bytes.len();
+        } else {
+            let mut buf = [0u8; 4];
+            bytes.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            if c != ' ' {
+                significant_len = bytes.len();
+            }
+        }
+    }
+    bytes.truncate(significant_len);
+    let value = String::from_utf8(bytes).ok()?;
+    // caseIgnoreMatch with insignificant-space handling (RFC 4518, simplified).
+    Some(
+        value
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dn_match_ignores_case_spacing_and_type_spelling() {
+        assert!(dn_equal("CN=admin,O=certgate dev", "cn=Admin, o=Certgate  Dev"));
+        assert!(dn_equal("CN=admin,O=certgate dev", "2.5.4.3=admin,2.5.4.10=certgate dev"));
+        assert!(!dn_equal("CN=admin,O=certgate dev", "O=certgate dev,CN=admin"));
+        assert!(!dn_equal("CN=admin,O=certgate dev", "CN=admin2,O=certgate dev"));
+    }
+
+    #[test]
+    fn dn_match_handles_escapes_and_multivalued_rdns() {
+        assert!(dn_equal(r"CN=a\,b,O=x", r"CN=a\2cb,O=x"));
+        assert!(dn_equal("CN=a+UID=1,O=x", "UID=1+CN=a,O=x"));
+        assert!(!dn_equal(r"CN=a\,b,O=x", "CN=a,CN=b,O=x"));
+    }
+
+    #[test]
+    fn dn_validity() {
+        assert!(dn_is_valid("CN=x"));
+        assert!(!dn_is_valid("just text"));
+        assert!(!dn_is_valid(""));
+    }
+
+    #[test]
+    fn email_domain_is_case_insensitive() {
+        assert!(email_equal("a@Example.COM", "a@example.com"));
+        assert!(!email_equal("A@example.com", "a@example.com"));
+    }
+}

@@ -1,0 +1,551 @@
+//! `config/certgate.toml` parsed into a typed, validated `Config` (SPEC §6).
+//!
+//! Every key has a default and unknown keys are errors: a typo in a security setting must
+//! not pass silently. Validation happens here, before anything binds.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
+
+use crate::proxy_header::HeaderFormat;
+
+/// A configuration problem, naming the key (and file) at fault.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub tls: TlsConfig,
+    pub proxy: ProxyConfig,
+    pub limits: LimitsConfig,
+    pub registration: RegistrationConfig,
+    pub management: ManagementConfig,
+    pub tokens: TokensConfig,
+    pub store: StoreConfig,
+    pub clients: Vec<StaticClient>,
+}
+
+/// `[server]`: listeners and the issuer URL.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub issuer: String,
+    pub tls_listen: SocketAddr,
+    #[serde(deserialize_with = "opt_addr")]
+    pub proxy_listen: Option<SocketAddr>,
+    #[serde(deserialize_with = "opt_addr")]
+    pub admin_listen: Option<SocketAddr>,
+    pub mtls_issuer: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "https://localhost:8443".into(),
+            tls_listen: ([127, 0, 0, 1], 8443).into(),
+            // Omitted (or "") disables the listener.
+            proxy_listen: None,
+            admin_listen: None,
+            mtls_issuer: String::new(),
+        }
+    }
+}
+
+/// Whether the TLS listener insists on a client certificate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    #[default]
+    Optional,
+    Required,
+}
+
+/// `[tls]`: server certificate and client trust anchors.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+    pub client_auth: ClientAuth,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert: "certs/server.pem".into(),
+            key: "certs/server-key.pem".into(),
+            client_ca: "certs/ca.pem".into(),
+            client_auth: ClientAuth::Optional,
+        }
+    }
+}
+
+/// `[proxy]`: who may forward certificates, and how.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    #[serde(deserialize_with = "cidrs")]
+    pub trusted_proxies: Vec<IpNet>,
+    pub header_format: HeaderFormat,
+    /// Empty: the format's default header.
+    pub header: String,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: vec![
+                "127.0.0.1/32".parse().expect("literal CIDR"),
+                "::1/128".parse().expect("literal CIDR"),
+            ],
+            header_format: HeaderFormat::default(),
+            header: String::new(),
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// The header to read: the configured one, or the format's default.
+    pub fn header_name(&self) -> http::HeaderName {
+        let name = if self.header.is_empty() {
+            self.header_format.default_header()
+        } else {
+            &self.header
+        };
+        // `validate` checked that the name parses.
+        http::HeaderName::try_from(name.to_ascii_lowercase())
+            .unwrap_or(http::HeaderName::from_static("x-ssl-client-cert"))
+    }
+
+    /// Whether `ip` is inside `trusted_proxies` (empty list: nobody is).
+    pub fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (dual-stack sockets) compare as IPv4.
+fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// `[limits]`: time boxes and caps against abuse (SPEC §8).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    #[serde(with = "humantime_serde_str")]
+    pub handshake_timeout: Duration,
+    #[serde(with = "humantime_serde_str")]
+    pub header_read_timeout: Duration,
+    #[serde(with = "humantime_serde_str")]
+    pub request_timeout: Duration,
+    #[serde(with = "humantime_serde_str")]
+    pub drain_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// A way to authenticate a registration request (SPEC §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RegistrationAuth {
+    MutualTls,
+    MutualTlsByProxy,
+    InitialAccessToken,
+}
+
+/// `[registration]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    pub authentication: Vec<RegistrationAuth>,
+    pub require_matching_certificate: bool,
+    pub allowed_grant_types: Vec<String>,
+    pub allowed_scopes: Vec<String>,
+    pub initial_access_token_uses: u32,
+    pub initial_access_scope: String,
+    pub max_body_bytes: usize,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        Self {
+            authentication: vec![RegistrationAuth::MutualTls, RegistrationAuth::MutualTlsByProxy],
+            require_matching_certificate: true,
+            allowed_grant_types: vec![
+                "client_credentials".into(),
+                "authorization_code".into(),
+                "refresh_token".into(),
+            ],
+            allowed_scopes: Vec::new(),
+            initial_access_token_uses: 1,
+            initial_access_scope: "dcr".into(),
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// `[management]`: RFC 7592 behaviour and rotation.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManagementConfig {
+    #[serde(with = "humantime_serde_str")]
+    pub registration_token_ttl: Duration,
+    #[serde(with = "humantime_serde_str")]
+    pub read_update_ttl: Duration,
+    pub reuse_registration_access_token: bool,
+    #[serde(with = "humantime_serde_str")]
+    pub rotation_grace: Duration,
+    pub rotate_client_secret: bool,
+    pub require_same_certificate: bool,
+    pub dcrm_scope: String,
+}
+
+impl Default for ManagementConfig {
+    fn default() -> Self {
+        Self {
+            registration_token_ttl: Duration::from_secs(365 * 86_400),
+            read_update_ttl: Duration::from_secs(28 * 86_400),
+            reuse_registration_access_token: false,
+            rotation_grace: Duration::ZERO,
+            rotate_client_secret: true,
+            require_same_certificate: false,
+            dcrm_scope: "dcrm".into(),
+        }
+    }
+}
+
+/// `[tokens]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    #[serde(with = "humantime_serde_str")]
+    pub access_token_ttl: Duration,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        Self {
+            access_token_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Empty: memory only.
+    pub data_dir: PathBuf,
+    #[serde(with = "humantime_serde_str")]
+    pub snapshot_interval: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::new(),
+            snapshot_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `[[clients]]`: a statically configured client.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticClient {
+    pub client_id: String,
+    #[serde(default = "default_static_auth")]
+    pub token_endpoint_auth_method: String,
+    #[serde(default)]
+    pub tls_client_auth_subject_dn: Option<String>,
+    #[serde(default)]
+    pub tls_client_auth_san_dns: Option<String>,
+    #[serde(default)]
+    pub tls_client_auth_san_uri: Option<String>,
+    #[serde(default)]
+    pub tls_client_auth_san_ip: Option<String>,
+    #[serde(default)]
+    pub tls_client_auth_san_email: Option<String>,
+    /// Hex SHA-256 of the secret, never the plaintext.
+    #[serde(default)]
+    pub client_secret_sha256: Option<String>,
+    #[serde(default)]
+    pub scope: String,
+    #[serde(default)]
+    pub introspect: bool,
+}
+
+fn default_static_auth() -> String {
+    "client_secret_basic".into()
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            // toml's message names the key and shows the offending line.
+            ConfigError(e.to_string().trim_end().to_owned())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        match url::Url::parse(&self.server.issuer) {
+            Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {
+                if u.query().is_some() || u.fragment().is_some() {
+                    return bad("server.issuer", "must not have a query or fragment");
+                }
+            }
+            _ => return bad("server.issuer", "must be an absolute http(s) URL"),
+        }
+        if !self.server.mtls_issuer.is_empty() && url::Url::parse(&self.server.mtls_issuer).is_err()
+        {
+            return bad("server.mtls_issuer", "must be empty or an absolute URL");
+        }
+        if http::HeaderName::try_from(self.proxy.header.to_ascii_lowercase()).is_err()
+            && !self.proxy.header.is_empty()
+        {
+            return bad("proxy.header", "is not a valid HTTP header name");
+        }
+        if self.limits.max_connections == 0 {
+            return bad("limits.max_connections", "must be at least 1");
+        }
+        for (key, d) in [
+            ("limits.handshake_timeout", self.limits.handshake_timeout),
+            ("limits.header_read_timeout", self.limits.header_read_timeout),
+            ("limits.request_timeout", self.limits.request_timeout),
+            ("management.registration_token_ttl", self.management.registration_token_ttl),
+            ("management.read_update_ttl", self.management.read_update_ttl),
+            ("tokens.access_token_ttl", self.tokens.access_token_ttl),
+            ("store.snapshot_interval", self.store.snapshot_interval),
+        ] {
+            if d.is_zero() {
+                return bad(key, "must be longer than 0s");
+            }
+        }
+        if self.management.read_update_ttl > self.management.registration_token_ttl {
+            return bad(
+                "management.read_update_ttl",
+                "must not exceed management.registration_token_ttl",
+            );
+        }
+        if self.registration.max_body_bytes == 0 {
+            return bad("registration.max_body_bytes", "must be at least 1");
+        }
+        if self.registration.initial_access_scope.is_empty()
+            || self.registration.initial_access_scope.contains(' ')
+        {
+            return bad("registration.initial_access_scope", "must be one scope token");
+        }
+        if self.management.dcrm_scope.is_empty() || self.management.dcrm_scope.contains(' ') {
+            return bad("management.dcrm_scope", "must be one scope token");
+        }
+        if self.registration.initial_access_token_uses == 0 {
+            return bad("registration.initial_access_token_uses", "must be at least 1");
+        }
+        const GRANTS: [&str; 3] = ["client_credentials", "authorization_code", "refresh_token"];
+        for g in &self.registration.allowed_grant_types {
+            if !GRANTS.contains(&g.as_str()) {
+                return bad(
+                    "registration.allowed_grant_types",
+                    &format!("unknown grant type {g:?} (known: {})", GRANTS.join(", ")),
+                );
+            }
+        }
+        for s in &self.registration.allowed_scopes {
+            if *s == self.management.dcrm_scope || *s == self.registration.initial_access_scope {
+                return bad(
+                    "registration.allowed_scopes",
+                    &format!("{s:?} is reserved for static clients"),
+                );
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, c) in self.clients.iter().enumerate() {
+            let key = |k: &str| format!("clients[{i}].{k}");
+            if c.client_id.is_empty() {
+                return bad(&key("client_id"), "must not be empty");
+            }
+            if !seen.insert(c.client_id.as_str()) {
+                return bad(&key("client_id"), &format!("duplicate {:?}", c.client_id));
+            }
+            match c.token_endpoint_auth_method.as_str() {
+                "client_secret_basic" | "client_secret_post" => {
+                    let ok = c.client_secret_sha256.as_deref().is_some_and(|h| {
+                        h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())
+                    });
+                    if !ok {
+                        return bad(
+                            &key("client_secret_sha256"),
+                            "secret-based clients need the hex SHA-256 of their secret",
+                        );
+                    }
+                }
+                "tls_client_auth" => {
+                    let n = [
+                        &c.tls_client_auth_subject_dn,
+                        &c.tls_client_auth_san_dns,
+                        &c.tls_client_auth_san_uri,
+                        &c.tls_client_auth_san_ip,
+                        &c.tls_client_auth_san_email,
+                    ]
+                    .iter()
+                    .filter(|v| v.is_some())
+                    .count();
+                    if n != 1 {
+                        return bad(
+                            &key("token_endpoint_auth_method"),
+                            "tls_client_auth needs exactly one tls_client_auth_* field",
+                        );
+                    }
+                }
+                other => {
+                    return bad(
+                        &key("token_endpoint_auth_method"),
+                        &format!(
+                            "unsupported {other:?} (client_secret_basic, client_secret_post, tls_client_auth)"
+                        ),
+                    )
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The base URL of the mTLS endpoint aliases (SPEC §6a.13).
+    pub fn mtls_issuer(&self) -> &str {
+        if self.server.mtls_issuer.is_empty() {
+            &self.server.issuer
+        } else {
+            &self.server.mtls_issuer
+        }
+    }
+
+    /// The issuer without a trailing slash, for building endpoint URLs.
+    pub fn issuer_base(&self) -> &str {
+        self.server.issuer.trim_end_matches('/')
+    }
+}
+
+fn opt_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom(format!("{s:?} is not an address like 127.0.0.1:8080")))
+}
+
+fn cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    list.iter()
+        .map(|s| {
+            // A bare address means a single host.
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a CIDR like 10.0.0.0/8")))
+        })
+        .collect()
+}
+
+/// Durations as strings: "30s", "1h", "28d".
+mod humantime_serde_str {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"30s\": {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.management.read_update_ttl, Duration::from_secs(28 * 86_400));
+        assert_eq!(c.registration.max_body_bytes, 65_536);
+        assert_eq!(c.proxy.header_name().as_str(), "x-ssl-client-cert");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::parse("[management]\nreuse_registration_acess_token = true\n").unwrap_err();
+        assert!(e.0.contains("reuse_registration_acess_token"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_is_named() {
+        let e = Config::parse("[management]\nrotation_grace = \"soon\"\n").unwrap_err();
+        assert!(e.0.contains("rotation_grace"), "{e}");
+    }
+
+    #[test]
+    fn empty_trusted_proxies_trusts_nobody() {
+        let c = Config::parse("[proxy]\ntrusted_proxies = []\n").unwrap();
+        assert!(!c.proxy.is_trusted("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn mapped_ipv4_is_trusted_like_ipv4() {
+        let c = Config::parse("").unwrap();
+        assert!(c.proxy.is_trusted("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!c.proxy.is_trusted("127.0.0.2".parse().unwrap()));
+    }
+
+    #[test]
+    fn reserved_scope_cannot_be_allowed() {
+        let e = Config::parse("[registration]\nallowed_scopes = [\"dcrm\"]\n").unwrap_err();
+        assert!(e.0.contains("registration.allowed_scopes"), "{e}");
+    }
+}

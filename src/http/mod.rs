@@ -1,0 +1,325 @@
+//! HTTP: routing, request decoding, JSON responses. Thin: handlers decode, call the
+//! registry, encode.
+
+mod discovery;
+pub mod error;
+mod register;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::identity::{CertSource, ClientCertificate};
+use crate::metrics::Metrics;
+use crate::proxy_header;
+use crate::registry::Registry;
+use crate::tls::Tls;
+use error::ApiError;
+
+/// Every response body is one buffer.
+pub type Body = Full<Bytes>;
+
+/// Shared state of a running gateway.
+pub struct App {
+    pub config: Config,
+    pub registry: Registry,
+    pub tls: Tls,
+    pub metrics: Metrics,
+    proxy_header: http::HeaderName,
+    discovery: Bytes,
+}
+
+/// Which listener a connection arrived on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// `server.tls_listen`.
+    Tls,
+    /// `server.proxy_listen`.
+    Proxy,
+    /// `server.admin_listen`.
+    Admin,
+}
+
+/// Per-connection facts, computed once.
+#[derive(Debug)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    pub listener: Listener,
+    /// The handshake certificate (TLS listener only).
+    pub tls_cert: Option<Arc<ClientCertificate>>,
+}
+
+/// What a handler learns about one request before it runs.
+pub struct Ctx<'a> {
+    pub app: &'a App,
+    pub conn: &'a Conn,
+    /// Set by handlers for the access log.
+    pub client_id: Option<String>,
+    cert: Option<Option<Arc<ClientCertificate>>>,
+}
+
+// === impl App ===
+
+impl App {
+    /// Builds the application state from a validated config.
+    pub fn new(config: Config, tls: Tls, clock: Arc<dyn crate::clock::Clock>) -> Self {
+        let registry = Registry::new(crate::registry::Settings::from_config(&config), clock);
+        let proxy_header = config.proxy.header_name();
+        let discovery = Bytes::from(discovery::document(&config));
+        Self {
+            config,
+            registry,
+            tls,
+            metrics: Metrics::new(),
+            proxy_header,
+            discovery,
+        }
+    }
+}
+
+/// Serves one request; never fails (errors become JSON responses).
+pub async fn handle(
+    app: Arc<App>,
+    conn: Arc<Conn>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let mut ctx = Ctx {
+        app: &app,
+        conn: &conn,
+        client_id: None,
+        cert: None,
+    };
+    let path = req.uri().path().to_owned();
+    let resp = match route(&mut ctx, &path, req).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    };
+    app.metrics.observe(resp.status());
+    let thumbprint = match &ctx.cert {
+        Some(Some(c)) => c.thumbprint.as_str(),
+        _ => "",
+    };
+    tracing::info!(
+        target: "certgate::access",
+        method = %method,
+        path = %path,
+        status = resp.status().as_u16(),
+        latency_us = start.elapsed().as_micros() as u64,
+        client_id = ctx.client_id.as_deref().unwrap_or(""),
+        thumbprint,
+        peer = %conn.peer,
+    );
+    Ok(resp)
+}
+
+async fn route(
+    ctx: &mut Ctx<'_>,
+    path: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let method = req.method();
+    if ctx.conn.listener == Listener::Admin {
+        return match path {
+            "/healthz" => only(method, &[Method::GET, Method::HEAD], "GET, HEAD").map(|_| healthz(ctx)),
+            "/metrics" => only(method, &[Method::GET, Method::HEAD], "GET, HEAD").map(|_| {
+                let mut resp = Response::new(Full::new(Bytes::from(ctx.app.metrics.encode(ctx.app))));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                resp
+            }),
+            _ => Err(ApiError::not_found()),
+        };
+    }
+    match path {
+        "/register" => {
+            only(method, &[Method::POST], "POST")?;
+            register::register(ctx, req).await
+        }
+        "/.well-known/oauth-authorization-server" => {
+            only(method, &[Method::GET, Method::HEAD], "GET, HEAD")?;
+            Ok(raw_json(StatusCode::OK, ctx.app.discovery.clone(), false))
+        }
+        "/identity" => {
+            only(method, &[Method::GET, Method::HEAD], "GET, HEAD")?;
+            let cert = ctx.cert(req.headers())?;
+            let body = serde_json::json!({
+                "certificate": cert.as_deref().map(ClientCertificate::to_json)
+            });
+            Ok(json_response(StatusCode::OK, &body, false))
+        }
+        "/healthz" => {
+            only(method, &[Method::GET, Method::HEAD], "GET, HEAD")?;
+            Ok(healthz(ctx))
+        }
+        _ => {
+            if let Some(client_id) = path.strip_prefix("/register/") {
+                if client_id.is_empty() || client_id.contains('/') {
+                    return Err(ApiError::not_found());
+                }
+                only(method, &[Method::GET, Method::PUT, Method::DELETE], "GET, PUT, DELETE")?;
+                return register::manage(ctx, client_id, req).await;
+            }
+            Err(ApiError::not_found())
+        }
+    }
+}
+
+fn only(method: &Method, allowed: &[Method], allow: &'static str) -> Result<(), ApiError> {
+    if allowed.contains(method) {
+        Ok(())
+    } else {
+        Err(ApiError::method_not_allowed(allow))
+    }
+}
+
+fn healthz(ctx: &Ctx<'_>) -> Response<Body> {
+    let body = serde_json::json!({
+        "status": "ok",
+        "clients": ctx.app.registry.len(),
+    });
+    json_response(StatusCode::OK, &body, false)
+}
+
+// === impl Ctx ===
+
+impl Ctx<'_> {
+    /// The caller's certificate: from the handshake on the TLS listener, from the proxy
+    /// header on the proxy listener when the peer is trusted. Computed once per request.
+    pub fn cert(&mut self, headers: &HeaderMap) -> Result<Option<Arc<ClientCertificate>>, ApiError> {
+        if let Some(cert) = &self.cert {
+            return Ok(cert.clone());
+        }
+        let cert = match self.conn.listener {
+            // A proxy header arriving on the TLS listener is never believed (SPEC §6a.10).
+            Listener::Tls => self.conn.tls_cert.clone(),
+            Listener::Admin => None,
+            Listener::Proxy => self.proxied_cert(headers)?,
+        };
+        self.cert = Some(cert.clone());
+        Ok(cert)
+    }
+
+    fn proxied_cert(&self, headers: &HeaderMap) -> Result<Option<Arc<ClientCertificate>>, ApiError> {
+        let format = self.app.config.proxy.header_format;
+        let name = &self.app.proxy_header;
+        if !self.app.config.proxy.is_trusted(self.conn.peer.ip()) {
+            if proxy_header::is_claimed(format, name, headers) {
+                self.app.metrics.proxy_header_untrusted.inc();
+                tracing::warn!(
+                    peer = %self.conn.peer,
+                    header = %name,
+                    "ignoring a client-certificate header from an untrusted peer (not in proxy.trusted_proxies)"
+                );
+            }
+            return Ok(None);
+        }
+        let chain = proxy_header::extract(format, name, headers).map_err(|e| {
+            self.app.metrics.proxy_header_malformed.inc();
+            ApiError::invalid_request(format!("malformed client certificate header: {e}"))
+        })?;
+        let Some(chain) = chain else { return Ok(None) };
+        let verifier = self.app.tls.current().chain_verifier.clone();
+        ClientCertificate::from_chain(&chain, verifier.as_ref(), CertSource::Proxy)
+            .map(Some)
+            .map_err(|e| {
+                self.app.metrics.proxy_header_malformed.inc();
+                ApiError::invalid_request(format!("malformed client certificate header: {e}"))
+            })
+    }
+}
+
+/// Reads a JSON object body: `application/json`, at most `limit` bytes.
+pub async fn json_object(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request",
+            "the request body must be application/json",
+        ));
+    }
+    let bytes = read_body(req, limit).await?;
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::invalid_request("the request body must be a JSON object")),
+        Err(e) => Err(ApiError::invalid_request(format!("the request body is not valid JSON: {e}"))),
+    }
+}
+
+/// Reads a whole body of at most `limit` bytes (413 beyond).
+pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            format!("the request body exceeds {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(_) => Err(ApiError::invalid_request("the request body could not be read")),
+    }
+}
+
+/// The Bearer token of the `Authorization` header, if any (RFC 6750 §2.1).
+pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::invalid_token("malformed Authorization header"))?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+            Ok(Some(token.trim()))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// A JSON response; `no_store` adds the RFC 6749 §5.1 caching headers.
+pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T, no_store: bool) -> Response<Body> {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    raw_json(status, Bytes::from(bytes), no_store)
+}
+
+fn raw_json(status: StatusCode, bytes: Bytes, no_store: bool) -> Response<Body> {
+    let mut resp = Response::new(Full::new(bytes));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if no_store {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    }
+    resp
+}

@@ -1,0 +1,227 @@
+//! The caller's certificate identity: thumbprint, subject DN, SANs, chain status, source.
+//!
+//! Computed once per TLS connection (or once per proxied request) and shared as an `Arc`.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use x509_parser::der_parser::asn1_rs::ToDer;
+use x509_parser::prelude::*;
+
+/// Where a certificate came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertSource {
+    /// The TLS handshake on certgate's own listener.
+    Tls,
+    /// A header set by a trusted reverse proxy.
+    Proxy,
+}
+
+/// Subject alternative names, grouped the way RFC 8705 §2.1.2 matches them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SubjectAltNames {
+    pub dns: Vec<String>,
+    pub uri: Vec<String>,
+    pub ip: Vec<IpAddr>,
+    pub email: Vec<String>,
+}
+
+/// One client certificate as certgate sees it.
+#[derive(Clone, Debug)]
+pub struct ClientCertificate {
+    /// The leaf certificate's DER bytes.
+    pub der: CertificateDer<'static>,
+    /// `x5t#S256` (RFC 8705 §3.1).
+    pub thumbprint: String,
+    /// The raw SHA-256 behind the thumbprint (compared without re-encoding).
+    pub sha256: [u8; 32],
+    /// Subject DN in RFC 4514 string form.
+    pub subject: String,
+    /// Subject alternative names.
+    pub san: SubjectAltNames,
+    /// Whether the chain verifies against `tls.client_ca`.
+    pub chain_verified: bool,
+    /// Handshake or proxy header.
+    pub source: CertSource,
+}
+
+/// Why a certificate could not be turned into an identity.
+#[derive(Debug, PartialEq, Eq)]
+pub struct IdentityError(pub String);
+
+impl std::fmt::Display for IdentityError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for IdentityError {}
+
+/// `x5t#S256`: base64url (no padding) of SHA-256 over the DER.
+pub fn thumbprint(der: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(der))
+}
+
+// === impl ClientCertificate ===
+
+impl ClientCertificate {
+    /// Parses the leaf of `chain` (leaf first) and checks the chain with `verifier`.
+    pub fn from_chain(
+        chain: &[CertificateDer<'_>],
+        verifier: &dyn ClientCertVerifier,
+        source: CertSource,
+    ) -> Result<Arc<Self>, IdentityError> {
+        let (leaf, intermediates) = chain
+            .split_first()
+            .ok_or_else(|| IdentityError("empty certificate chain".into()))?;
+        let (rest, cert) = X509Certificate::from_der(leaf)
+            .map_err(|e| IdentityError(format!("certificate is not valid DER X.509: {e}")))?;
+        if !rest.is_empty() {
+            return Err(IdentityError("trailing bytes after the certificate".into()));
+        }
+        let subject = rfc4514(cert.subject());
+        let san = subject_alt_names(&cert)?;
+        let chain_verified = verifier
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .is_ok();
+        let sha256: [u8; 32] = Sha256::digest(leaf.as_ref()).into();
+        Ok(Arc::new(Self {
+            der: leaf.clone().into_owned(),
+            thumbprint: URL_SAFE_NO_PAD.encode(sha256),
+            sha256,
+            subject,
+            san,
+            chain_verified,
+            source,
+        }))
+    }
+
+    /// The JSON shape `GET /identity` returns.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "x5t#S256": self.thumbprint,
+            "subject": self.subject,
+            "san": self.san,
+            "chain_verified": self.chain_verified,
+            "source": self.source,
+        })
+    }
+}
+
+fn subject_alt_names(cert: &X509Certificate<'_>) -> Result<SubjectAltNames, IdentityError> {
+    let mut out = SubjectAltNames::default();
+    let ext = cert
+        .subject_alternative_name()
+        .map_err(|e| IdentityError(format!("bad subjectAltName extension: {e}")))?;
+    let Some(ext) = ext else { return Ok(out) };
+    for name in &ext.value.general_names {
+        match name {
+            GeneralName::DNSName(s) => out.dns.push((*s).to_owned()),
+            GeneralName::URI(s) => out.uri.push((*s).to_owned()),
+            GeneralName::RFC822Name(s) => out.email.push((*s).to_owned()),
+            GeneralName::IPAddress(b) => match b.len() {
+                4 => out.ip.push(IpAddr::from(<[u8; 4]>::try_from(*b).unwrap_or_default())),
+                16 => out
+                    .ip
+                    .push(IpAddr::from(<[u8; 16]>::try_from(*b).unwrap_or_default())),
+                _ => return Err(IdentityError("malformed IP address SAN".into())),
+            },
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Formats a distinguished name as RFC 4514 says: last RDN first, `,` between RDNs,
+/// `+` inside a multi-valued RDN, special characters escaped.
+pub fn rfc4514(name: &X509Name<'_>) -> String {
+    let mut out = String::new();
+    let rdns: Vec<_> = name.iter().collect();
+    for (i, rdn) in rdns.iter().rev().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        for (j, atv) in rdn.iter().enumerate() {
+            if j > 0 {
+                out.push('+');
+            }
+            let oid = atv.attr_type();
+            match short_name(&oid.to_id_string()) {
+                Some(short) => out.push_str(short),
+                None => out.push_str(&oid.to_id_string()),
+            }
+            out.push('=');
+            match atv.as_str() {
+                Ok(s) if short_name(&oid.to_id_string()).is_some() => escape_value(s, &mut out),
+                _ => {
+                    // RFC 4514 §2.4: types without a string form are written as #hex of the DER.
+                    out.push('#');
+                    for b in atv.attr_value().to_der_vec().unwrap_or_default() {
+                        let _ = write!(out, "{b:02x}");
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn short_name(oid: &str) -> Option<&'static str> {
+    Some(match oid {
+        "2.5.4.3" => "CN",
+        "2.5.4.7" => "L",
+        "2.5.4.8" => "ST",
+        "2.5.4.10" => "O",
+        "2.5.4.11" => "OU",
+        "2.5.4.6" => "C",
+        "2.5.4.9" => "STREET",
+        "0.9.2342.19200300.100.1.25" => "DC",
+        "0.9.2342.19200300.100.1.1" => "UID",
+        _ => return None,
+    })
+}
+
+fn escape_value(value: &str, out: &mut String) {
+    let last = value.chars().count().saturating_sub(1);
+    for (i, c) in value.chars().enumerate() {
+        match c {
+            '"' | '+' | ',' | ';' | '<' | '>' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' if i == 0 => out.push_str("\\#"),
+            ' ' if i == 0 || i == last => out.push_str("\\ "),
+            '\0' => out.push_str("\\00"),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thumbprint_is_base64url_sha256_without_padding() {
+        // SHA-256 of the empty string.
+        assert_eq!(thumbprint(b""), "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU");
+    }
+
+    #[test]
+    fn rfc4514_escapes_special_characters() {
+        let mut s = String::new();
+        escape_value(" a,b+c\"d\\e#", &mut s);
+        assert_eq!(s, "\\ a\\,b\\+c\\\"d\\\\e#");
+        let mut s = String::new();
+        escape_value("#x ", &mut s);
+        assert_eq!(s, "\\#x\\ ");
+    }
+}

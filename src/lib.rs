@@ -1,0 +1,49 @@
+//! certgate: a mutual-TLS-aware edge gateway for OAuth 2.0 clients.
+//!
+//! # Layout
+//!
+//! - `config`       — TOML → typed, validated [`Config`] (SPEC §6)
+//! - `server`       — listeners, accept loops, limits, graceful shutdown, SIGHUP reload
+//! - `tls`          — rustls server config and the client-certificate verifier
+//! - `identity`     — `ClientCertificate`: thumbprint, subject DN, SANs, chain status
+//! - `proxy_header` — the six proxy header formats → certificate chain
+//! - `http`         — routing, decoding, the one error → (status, RFC code) mapping
+//! - `metadata`     — RFC 7591 / RFC 8705 client metadata parsed into valid types
+//! - `cert_match`   — does a certificate satisfy declared subject DN / SAN / jwks
+//! - `registry`     — the domain: registration, binding, rotation (`registry::management`)
+//! - `secret`       — random credentials and their digests
+//! - `clock`        — injectable time
+//! - `metrics`      — Prometheus counters for the admin listener
+
+pub mod cert_match;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod identity;
+pub mod metadata;
+pub mod metrics;
+pub mod proxy_header;
+pub mod registry;
+pub mod secret;
+pub mod server;
+pub mod tls;
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use config::Config;
+pub use http::App;
+pub use server::Listeners;
+
+/// Serves `config` on pre-bound `listeners` until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    clock: Arc<dyn clock::Clock>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let tls = tls::Tls::load(&config.tls)?;
+    let app = Arc::new(App::new(config, tls, clock));
+    server::serve(app, listeners, shutdown).await;
+    Ok(())
+}

@@ -1,0 +1,666 @@
+//! RFC 7591 §2 / RFC 8705 §2.1.2 client metadata, parsed into types that cannot hold an
+//! invalid value.
+//!
+//! Parsing takes the request's JSON object apart field by field; what is left (unknown
+//! fields, language-tagged variants) is kept verbatim and returned, as RFC 7591 §2 asks.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::cert_match;
+
+/// The RFC 7591 §3.2.2 error a metadata problem maps to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataError {
+    /// `invalid_redirect_uri`.
+    RedirectUri(String),
+    /// `invalid_client_metadata`.
+    ClientMetadata(String),
+    /// `unapproved_software_statement`.
+    UnapprovedSoftwareStatement(String),
+}
+
+/// What the operator allows registered clients to ask for.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// `registration.allowed_grant_types`.
+    pub allowed_grant_types: Vec<String>,
+    /// `registration.allowed_scopes` (empty: anything not reserved).
+    pub allowed_scopes: Vec<String>,
+    /// `management.dcrm_scope` and `registration.initial_access_scope`.
+    pub reserved_scopes: Vec<String>,
+}
+
+/// `token_endpoint_auth_method` values certgate supports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    None,
+    ClientSecretBasic,
+    ClientSecretPost,
+    TlsClientAuth,
+    SelfSignedTlsClientAuth,
+}
+
+impl AuthMethod {
+    /// Every supported method, as discovery lists them.
+    pub const ALL: [&'static str; 5] = [
+        "client_secret_basic",
+        "client_secret_post",
+        "tls_client_auth",
+        "self_signed_tls_client_auth",
+        "none",
+    ];
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "none" => Self::None,
+            "client_secret_basic" => Self::ClientSecretBasic,
+            "client_secret_post" => Self::ClientSecretPost,
+            "tls_client_auth" => Self::TlsClientAuth,
+            "self_signed_tls_client_auth" => Self::SelfSignedTlsClientAuth,
+            _ => return None,
+        })
+    }
+
+    /// Whether clients using this method get a `client_secret`.
+    pub fn uses_secret(self) -> bool {
+        matches!(self, Self::ClientSecretBasic | Self::ClientSecretPost)
+    }
+}
+
+/// A redirect URI: absolute, without a fragment (RFC 7591 §2, RFC 6749 §3.1.2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RedirectUri(String);
+
+impl RedirectUri {
+    fn parse(s: &str) -> Result<Self, MetadataError> {
+        let url = url::Url::parse(s)
+            .map_err(|_| MetadataError::RedirectUri(format!("{s:?} is not an absolute URI")))?;
+        if url.fragment().is_some() {
+            return Err(MetadataError::RedirectUri(format!(
+                "{s:?} must not contain a fragment"
+            )));
+        }
+        if url.cannot_be_a_base() && url.scheme() != "urn" {
+            // "mailto:x" and the like are not redirect targets; private-use schemes
+            // ("com.example.app:/cb") and http(s) are.
+            return Err(MetadataError::RedirectUri(format!(
+                "{s:?} is not a usable redirect URI"
+            )));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    /// The URI as registered.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Registered client metadata, defaults applied.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClientMetadata {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redirect_uris: Vec<RedirectUri>,
+    pub token_endpoint_auth_method: AuthMethod,
+    pub grant_types: Vec<String>,
+    pub response_types: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo_uri: Option<String>,
+    /// Space-separated scope tokens, normalized.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contacts: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tos_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_auth_subject_dn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_auth_san_dns: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_auth_san_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_auth_san_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_auth_san_email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_certificate_bound_access_tokens: Option<bool>,
+    /// Unknown and language-tagged fields, kept verbatim.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Fields the server issues; a client never sets them.
+pub const SERVER_FIELDS: [&str; 7] = [
+    "client_id",
+    "client_secret",
+    "client_id_issued_at",
+    "client_secret_expires_at",
+    "registration_access_token",
+    "registration_client_uri",
+    "registration_access_token_expires_in",
+];
+
+/// Human-readable fields that may carry a language tag (`client_name#fr`).
+const LOCALIZABLE: [&str; 5] = ["client_name", "client_uri", "logo_uri", "tos_uri", "policy_uri"];
+
+// === impl ClientMetadata ===
+
+impl ClientMetadata {
+    /// Parses a request object. Server-issued fields must already be removed by the caller
+    /// (registration ignores them, PUT checks them first).
+    pub fn parse(mut body: Map<String, Value>, policy: &Policy) -> Result<Self, MetadataError> {
+        if body.contains_key("software_statement") {
+            return Err(MetadataError::UnapprovedSoftwareStatement(
+                "no software statement issuer is trusted by this server".into(),
+            ));
+        }
+        for field in SERVER_FIELDS {
+            body.remove(field);
+        }
+
+        let redirect_uris = match body.remove("redirect_uris") {
+            None => Vec::new(),
+            Some(v) => string_list(v, "redirect_uris")?
+                .iter()
+                .map(|s| RedirectUri::parse(s))
+                .collect::<Result<_, _>>()?,
+        };
+        let token_endpoint_auth_method = match body.remove("token_endpoint_auth_method") {
+            None => AuthMethod::ClientSecretBasic,
+            Some(v) => {
+                let s = string(v, "token_endpoint_auth_method")?;
+                AuthMethod::parse(&s).ok_or_else(|| {
+                    invalid(format!(
+                        "token_endpoint_auth_method {s:?} is not supported (supported: {})",
+                        AuthMethod::ALL.join(", ")
+                    ))
+                })?
+            }
+        };
+        let grant_types = body
+            .remove("grant_types")
+            .map(|v| string_list(v, "grant_types"))
+            .transpose()?;
+        let response_types = body
+            .remove("response_types")
+            .map(|v| string_list(v, "response_types"))
+            .transpose()?;
+        let (grant_types, response_types) = types(grant_types, response_types, policy)?;
+
+        let mut meta = Self {
+            redirect_uris,
+            token_endpoint_auth_method,
+            grant_types,
+            response_types,
+            client_name: opt_string(&mut body, "client_name")?,
+            client_uri: opt_uri(&mut body, "client_uri")?,
+            logo_uri: opt_uri(&mut body, "logo_uri")?,
+            scope: scope(body.remove("scope"), policy)?,
+            contacts: body
+                .remove("contacts")
+                .map(|v| string_list(v, "contacts"))
+                .transpose()?,
+            tos_uri: opt_uri(&mut body, "tos_uri")?,
+            policy_uri: opt_uri(&mut body, "policy_uri")?,
+            jwks_uri: opt_uri(&mut body, "jwks_uri")?,
+            jwks: body.remove("jwks").map(jwks).transpose()?,
+            software_id: opt_string(&mut body, "software_id")?,
+            software_version: opt_string(&mut body, "software_version")?,
+            tls_client_auth_subject_dn: opt_string(&mut body, "tls_client_auth_subject_dn")?,
+            tls_client_auth_san_dns: opt_string(&mut body, "tls_client_auth_san_dns")?,
+            tls_client_auth_san_uri: opt_string(&mut body, "tls_client_auth_san_uri")?,
+            tls_client_auth_san_ip: opt_string(&mut body, "tls_client_auth_san_ip")?,
+            tls_client_auth_san_email: opt_string(&mut body, "tls_client_auth_san_email")?,
+            tls_client_certificate_bound_access_tokens: match body
+                .remove("tls_client_certificate_bound_access_tokens")
+            {
+                None => None,
+                Some(Value::Bool(b)) => Some(b),
+                Some(_) => {
+                    return Err(invalid(
+                        "tls_client_certificate_bound_access_tokens must be a boolean".into(),
+                    ))
+                }
+            },
+            extra: Map::new(),
+        };
+        meta.check_cross_field_rules()?;
+
+        for (key, value) in &body {
+            if let Some((base, tag)) = key.split_once('#') {
+                if LOCALIZABLE.contains(&base) {
+                    localized(base, tag, value)?;
+                }
+            }
+        }
+        meta.extra = body;
+        Ok(meta)
+    }
+
+    fn check_cross_field_rules(&self) -> Result<(), MetadataError> {
+        if self.jwks.is_some() && self.jwks_uri.is_some() {
+            return Err(invalid("jwks and jwks_uri are mutually exclusive".into()));
+        }
+        if let Some(uri) = &self.jwks_uri {
+            if !uri.starts_with("https://") {
+                return Err(invalid("jwks_uri must use https".into()));
+            }
+        }
+        if let Some(dn) = &self.tls_client_auth_subject_dn {
+            if !cert_match::dn_is_valid(dn) {
+                return Err(invalid(format!(
+                    "tls_client_auth_subject_dn {dn:?} is not an RFC 4514 distinguished name"
+                )));
+            }
+        }
+        if let Some(ip) = &self.tls_client_auth_san_ip {
+            if ip.parse::<std::net::IpAddr>().is_err() {
+                return Err(invalid(format!(
+                    "tls_client_auth_san_ip {ip:?} is not an IP address"
+                )));
+            }
+        }
+        if let Some(uri) = &self.tls_client_auth_san_uri {
+            if url::Url::parse(uri).is_err() {
+                return Err(invalid(format!(
+                    "tls_client_auth_san_uri {uri:?} is not an absolute URI"
+                )));
+            }
+        }
+        for (name, value) in [
+            ("tls_client_auth_san_dns", &self.tls_client_auth_san_dns),
+            ("tls_client_auth_san_email", &self.tls_client_auth_san_email),
+        ] {
+            if value.as_deref().is_some_and(str::is_empty) {
+                return Err(invalid(format!("{name} must not be empty")));
+            }
+        }
+        match self.token_endpoint_auth_method {
+            AuthMethod::TlsClientAuth => {
+                let n = self.subject_fields().iter().filter(|f| f.is_some()).count();
+                if n != 1 {
+                    return Err(invalid(
+                        "tls_client_auth requires exactly one of tls_client_auth_subject_dn, \
+                         tls_client_auth_san_dns, tls_client_auth_san_uri, \
+                         tls_client_auth_san_ip, tls_client_auth_san_email"
+                            .into(),
+                    ));
+                }
+            }
+            AuthMethod::SelfSignedTlsClientAuth => {
+                let has_x5c = cert_match::jwks_thumbprints(self).next().is_some();
+                if !has_x5c && self.jwks_uri.is_none() {
+                    return Err(invalid(
+                        "self_signed_tls_client_auth requires jwks with an x5c certificate, or jwks_uri"
+                            .into(),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn subject_fields(&self) -> [&Option<String>; 5] {
+        [
+            &self.tls_client_auth_subject_dn,
+            &self.tls_client_auth_san_dns,
+            &self.tls_client_auth_san_uri,
+            &self.tls_client_auth_san_ip,
+            &self.tls_client_auth_san_email,
+        ]
+    }
+
+    /// Whether two registrations let the same certificates authenticate (a PUT that changes
+    /// this must prove it holds a certificate satisfying the new values).
+    pub fn same_certificate_rules(&self, other: &Self) -> bool {
+        self.token_endpoint_auth_method == other.token_endpoint_auth_method
+            && self.subject_fields() == other.subject_fields()
+            && self.jwks == other.jwks
+            && self.jwks_uri == other.jwks_uri
+    }
+
+    /// Whether the client gets a `client_secret`.
+    pub fn uses_secret(&self) -> bool {
+        self.token_endpoint_auth_method.uses_secret()
+    }
+
+    /// Whether `scope` lies within the registered scope.
+    pub fn scope_tokens(&self) -> impl Iterator<Item = &str> {
+        self.scope.as_deref().unwrap_or("").split(' ').filter(|s| !s.is_empty())
+    }
+}
+
+fn invalid(msg: String) -> MetadataError {
+    MetadataError::ClientMetadata(msg)
+}
+
+fn string(v: Value, field: &str) -> Result<String, MetadataError> {
+    match v {
+        Value::String(s) => Ok(s),
+        _ => Err(invalid(format!("{field} must be a string"))),
+    }
+}
+
+fn opt_string(body: &mut Map<String, Value>, field: &str) -> Result<Option<String>, MetadataError> {
+    body.remove(field).map(|v| string(v, field)).transpose()
+}
+
+fn opt_uri(body: &mut Map<String, Value>, field: &str) -> Result<Option<String>, MetadataError> {
+    let Some(s) = opt_string(body, field)? else {
+        return Ok(None);
+    };
+    check_uri(field, &s)?;
+    Ok(Some(s))
+}
+
+fn check_uri(field: &str, s: &str) -> Result<(), MetadataError> {
+    match url::Url::parse(s) {
+        Ok(u) if u.scheme() == "https" || u.scheme() == "http" => Ok(()),
+        _ => Err(invalid(format!("{field} {s:?} is not an absolute http(s) URL"))),
+    }
+}
+
+fn string_list(v: Value, field: &str) -> Result<Vec<String>, MetadataError> {
+    let Value::Array(items) = v else {
+        return Err(invalid(format!("{field} must be an array of strings")));
+    };
+    items
+        .into_iter()
+        .map(|item| match item {
+            Value::String(s) => Ok(s),
+            _ => Err(invalid(format!("{field} must be an array of strings"))),
+        })
+        .collect()
+}
+
+fn localized(base: &str, tag: &str, value: &Value) -> Result<(), MetadataError> {
+    let tag_ok = !tag.is_empty() && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !tag_ok {
+        return Err(invalid(format!("{base}#{tag}: {tag:?} is not a language tag")));
+    }
+    let Value::String(s) = value else {
+        return Err(invalid(format!("{base}#{tag} must be a string")));
+    };
+    if base != "client_name" {
+        check_uri(&format!("{base}#{tag}"), s)?;
+    }
+    Ok(())
+}
+
+/// SPEC §6a.1: grant and response types default from each other and must agree.
+fn types(
+    grants: Option<Vec<String>>,
+    responses: Option<Vec<String>>,
+    policy: &Policy,
+) -> Result<(Vec<String>, Vec<String>), MetadataError> {
+    let implied_responses = |grants: &[String]| -> Vec<String> {
+        if grants.iter().any(|g| g == "authorization_code") {
+            vec!["code".to_owned()]
+        } else {
+            Vec::new()
+        }
+    };
+    let implied_grants = |responses: &[String]| -> Vec<String> {
+        responses
+            .iter()
+            .map(|r| match r.as_str() {
+                "code" => "authorization_code".to_owned(),
+                "token" => "implicit".to_owned(),
+                other => other.to_owned(),
+            })
+            .collect()
+    };
+    let (grants, responses) = match (grants, responses) {
+        (None, None) => (vec!["authorization_code".to_owned()], vec!["code".to_owned()]),
+        (Some(g), None) => {
+            let r = implied_responses(&g);
+            (g, r)
+        }
+        (None, Some(r)) => (implied_grants(&r), r),
+        (Some(g), Some(r)) => (g, r),
+    };
+    for r in &responses {
+        if r != "code" {
+            return Err(invalid(format!(
+                "response_type {r:?} is not supported (supported: code)"
+            )));
+        }
+    }
+    for g in &grants {
+        if !policy.allowed_grant_types.iter().any(|a| a == g) {
+            return Err(invalid(format!(
+                "grant_type {g:?} is not allowed (allowed: {})",
+                policy.allowed_grant_types.join(", ")
+            )));
+        }
+    }
+    let has_code_grant = grants.iter().any(|g| g == "authorization_code");
+    let has_code_response = responses.iter().any(|r| r == "code");
+    if has_code_grant != has_code_response {
+        return Err(invalid(
+            "grant_types and response_types are inconsistent: authorization_code goes with the \
+             code response type (RFC 7591 §2.1)"
+                .into(),
+        ));
+    }
+    Ok((dedup(grants), dedup(responses)))
+}
+
+fn dedup(mut v: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    v.retain(|s| seen.insert(s.clone()));
+    v
+}
+
+/// SPEC §6a.2: any scope but the reserved ones, unless `allowed_scopes` narrows it.
+fn scope(v: Option<Value>, policy: &Policy) -> Result<Option<String>, MetadataError> {
+    let Some(v) = v else { return Ok(None) };
+    let s = string(v, "scope")?;
+    let mut tokens: Vec<&str> = Vec::new();
+    for token in s.split(' ').filter(|t| !t.is_empty()) {
+        // RFC 6749 §3.3 scope-token characters.
+        let valid = token
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
+        if !valid {
+            return Err(invalid(format!("scope token {token:?} has invalid characters")));
+        }
+        if policy.reserved_scopes.iter().any(|r| r == token) {
+            return Err(invalid(format!(
+                "scope {token:?} is reserved for statically configured clients"
+            )));
+        }
+        if !policy.allowed_scopes.is_empty() && !policy.allowed_scopes.iter().any(|a| a == token)
+        {
+            return Err(invalid(format!("scope {token:?} is not allowed")));
+        }
+        if !tokens.contains(&token) {
+            tokens.push(token);
+        }
+    }
+    Ok((!tokens.is_empty()).then(|| tokens.join(" ")))
+}
+
+fn jwks(v: Value) -> Result<Map<String, Value>, MetadataError> {
+    let Value::Object(set) = v else {
+        return Err(invalid("jwks must be a JWK Set object".into()));
+    };
+    let Some(Value::Array(keys)) = set.get("keys") else {
+        return Err(invalid("jwks must have a \"keys\" array".into()));
+    };
+    for key in keys {
+        let Value::Object(key) = key else {
+            return Err(invalid("jwks keys must be objects".into()));
+        };
+        if !matches!(key.get("kty"), Some(Value::String(_))) {
+            return Err(invalid("every jwks key needs a \"kty\"".into()));
+        }
+        if let Some(x5c) = key.get("x5c") {
+            let ok = x5c.as_array().is_some_and(|a| {
+                !a.is_empty()
+                    && a.iter().all(|c| {
+                        c.as_str().is_some_and(|s| {
+                            use base64::Engine as _;
+                            base64::engine::general_purpose::STANDARD.decode(s).is_ok()
+                        })
+                    })
+            });
+            if !ok {
+                return Err(invalid(
+                    "jwks x5c must be a non-empty array of base64 DER certificates".into(),
+                ));
+            }
+        }
+    }
+    Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy {
+            allowed_grant_types: vec![
+                "client_credentials".into(),
+                "authorization_code".into(),
+                "refresh_token".into(),
+            ],
+            allowed_scopes: vec![],
+            reserved_scopes: vec!["dcrm".into(), "dcr".into()],
+        }
+    }
+
+    fn parse(v: Value) -> Result<ClientMetadata, MetadataError> {
+        let Value::Object(map) = v else { panic!() };
+        ClientMetadata::parse(map, &policy())
+    }
+
+    #[test]
+    fn neither_type_defaults_to_authorization_code() {
+        let m = parse(json!({})).unwrap();
+        assert_eq!(m.grant_types, ["authorization_code"]);
+        assert_eq!(m.response_types, ["code"]);
+        assert_eq!(m.token_endpoint_auth_method, AuthMethod::ClientSecretBasic);
+    }
+
+    #[test]
+    fn grant_types_imply_response_types() {
+        let m = parse(json!({"grant_types": ["client_credentials"]})).unwrap();
+        assert!(m.response_types.is_empty());
+        let m = parse(json!({"response_types": ["code"]})).unwrap();
+        assert_eq!(m.grant_types, ["authorization_code"]);
+    }
+
+    #[test]
+    fn inconsistent_types_are_invalid_client_metadata() {
+        let e = parse(json!({"grant_types": ["client_credentials"], "response_types": ["code"]}));
+        assert!(matches!(e, Err(MetadataError::ClientMetadata(_))));
+        let e = parse(json!({"response_types": ["token"]}));
+        assert!(matches!(e, Err(MetadataError::ClientMetadata(_))));
+    }
+
+    #[test]
+    fn disallowed_grant_type_is_invalid_client_metadata() {
+        let e = parse(json!({"grant_types": ["password"]}));
+        assert!(matches!(e, Err(MetadataError::ClientMetadata(_))));
+    }
+
+    #[test]
+    fn redirect_uri_must_be_absolute_without_fragment() {
+        assert!(matches!(
+            parse(json!({"redirect_uris": ["/relative"]})),
+            Err(MetadataError::RedirectUri(_))
+        ));
+        assert!(matches!(
+            parse(json!({"redirect_uris": ["https://a.example/cb#frag"]})),
+            Err(MetadataError::RedirectUri(_))
+        ));
+        assert!(parse(json!({"redirect_uris": ["https://a.example/cb", "com.example.app:/cb"]})).is_ok());
+    }
+
+    #[test]
+    fn jwks_and_jwks_uri_are_mutually_exclusive() {
+        let e = parse(json!({"jwks": {"keys": []}, "jwks_uri": "https://a.example/jwks"}));
+        assert!(matches!(e, Err(MetadataError::ClientMetadata(_))));
+    }
+
+    #[test]
+    fn tls_client_auth_needs_exactly_one_subject_field() {
+        let base = json!({"token_endpoint_auth_method": "tls_client_auth"});
+        assert!(parse(base).is_err());
+        assert!(parse(json!({"token_endpoint_auth_method": "tls_client_auth",
+            "tls_client_auth_subject_dn": "CN=a", "tls_client_auth_san_dns": "a"}))
+        .is_err());
+        assert!(parse(json!({"token_endpoint_auth_method": "tls_client_auth",
+            "tls_client_auth_san_dns": "a.example"}))
+        .is_ok());
+    }
+
+    #[test]
+    fn self_signed_needs_jwks_or_jwks_uri() {
+        assert!(parse(json!({"token_endpoint_auth_method": "self_signed_tls_client_auth"})).is_err());
+        assert!(parse(json!({"token_endpoint_auth_method": "self_signed_tls_client_auth",
+            "jwks_uri": "https://a.example/jwks"}))
+        .is_ok());
+    }
+
+    #[test]
+    fn unsupported_auth_method_is_invalid_client_metadata() {
+        let e = parse(json!({"token_endpoint_auth_method": "private_key_jwt"}));
+        assert!(matches!(e, Err(MetadataError::ClientMetadata(_))));
+    }
+
+    #[test]
+    fn unknown_and_language_tagged_fields_are_kept() {
+        let m = parse(json!({"client_name#fr": "Mon client", "x_custom": {"a": 1}})).unwrap();
+        let out = serde_json::to_value(&m).unwrap();
+        assert_eq!(out["client_name#fr"], "Mon client");
+        assert_eq!(out["x_custom"], json!({"a": 1}));
+    }
+
+    #[test]
+    fn reserved_scopes_are_refused() {
+        assert!(parse(json!({"scope": "read dcrm"})).is_err());
+        assert_eq!(parse(json!({"scope": "read  write read"})).unwrap().scope.as_deref(), Some("read write"));
+    }
+
+    #[test]
+    fn server_fields_in_a_request_are_ignored() {
+        let m = parse(json!({"client_id": "mine", "client_secret": "x"})).unwrap();
+        assert!(m.extra.is_empty());
+    }
+
+    #[test]
+    fn wrong_types_are_invalid_client_metadata() {
+        for body in [
+            json!({"redirect_uris": "https://a.example"}),
+            json!({"client_name": 5}),
+            json!({"contacts": [1]}),
+            json!({"tls_client_certificate_bound_access_tokens": "yes"}),
+        ] {
+            assert!(parse(body).is_err());
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Prometheus metrics (`certgate_*`), served only on `server.admin_listen`.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::http::App;
+
+/// HTTP status label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub code: u16,
+}
+
+/// Every metric certgate exports.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<StatusLabel, Counter>,
+    pub proxy_header_untrusted: Counter,
+    pub proxy_header_malformed: Counter,
+    pub tls_handshake_failures: Counter,
+    pub connections_open: Gauge,
+    pub registrations: Counter,
+    pub rotations: Counter,
+    clients: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `certgate_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("certgate");
+        let m = Self {
+            requests: Family::default(),
+            proxy_header_untrusted: Counter::default(),
+            proxy_header_malformed: Counter::default(),
+            tls_handshake_failures: Counter::default(),
+            connections_open: Gauge::default(),
+            registrations: Counter::default(),
+            rotations: Counter::default(),
+            clients: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("http_requests", "HTTP responses by status code", m.requests.clone());
+        registry.register(
+            "proxy_header_untrusted",
+            "Client-certificate headers ignored because the peer is not a trusted proxy",
+            m.proxy_header_untrusted.clone(),
+        );
+        registry.register(
+            "proxy_header_malformed",
+            "Client-certificate headers from trusted proxies that could not be decoded",
+            m.proxy_header_malformed.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or timed out",
+            m.tls_handshake_failures.clone(),
+        );
+        registry.register("connections_open", "Open client connections", m.connections_open.clone());
+        registry.register("registrations", "Successful client registrations", m.registrations.clone());
+        registry.register(
+            "registration_token_rotations",
+            "Registration access token rotations",
+            m.rotations.clone(),
+        );
+        registry.register("registered_clients", "Dynamically registered clients", m.clients.clone());
+        Self { registry, ..m }
+    }
+
+    /// Counts one response.
+    pub fn observe(&self, status: http::StatusCode) {
+        self.requests
+            .get_or_create(&StatusLabel {
+                code: status.as_u16(),
+            })
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self, app: &App) -> String {
+        self.clients.set(app.registry.len() as i64);
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

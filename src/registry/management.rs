@@ -1,0 +1,353 @@
+//! RFC 7592 management, and **where rotation happens**.
+//!
+//! A self-management GET or PUT replaces the registration access token (and the client
+//! secret) under the client's shard lock: of N requests presenting the same token, the
+//! first to take the lock rotates and every other one finds its token no longer current.
+//! Every check runs before the first mutation, so a refused request changes nothing
+//! (SPEC §6a.3).
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::{Client, ClientResponse, Error, Fresh, Grace, RegToken, Registry, TokenRecord};
+use crate::cert_match;
+use crate::identity::ClientCertificate;
+use crate::metadata::{ClientMetadata, MetadataError};
+use crate::secret::{self, Digest};
+
+/// A management operation (RFC 7592 §2.1-§2.3).
+#[derive(Debug)]
+pub enum ManageOp {
+    /// GET.
+    Read,
+    /// PUT with the request's JSON object.
+    Update(Map<String, Value>),
+    /// DELETE.
+    Delete,
+}
+
+/// What a successful management request yields.
+#[derive(Debug)]
+pub enum Outcome {
+    /// 200 with this body.
+    Client(ClientResponse),
+    /// 204.
+    Deleted,
+}
+
+/// A PUT body, checked as far as it can be without the client's record.
+struct Update {
+    metadata: ClientMetadata,
+    presented_secret: Option<String>,
+}
+
+/// Which of the client's tokens the request presented.
+enum Presented {
+    Current,
+    /// The just-replaced token, within the grace period: replay its successor.
+    Replaced,
+}
+
+// === impl Registry ===
+
+impl Registry {
+    /// Self-management with a registration access token (RFC 7592 §2, SPEC §4).
+    pub fn manage_self(
+        &self,
+        client_id: &str,
+        token: &str,
+        cert: Option<&ClientCertificate>,
+        op: ManageOp,
+    ) -> Result<Outcome, Error> {
+        let digest = secret::digest(token);
+        let owner = match self.tokens.get(&digest).map(|r| r.value().clone()) {
+            Some(TokenRecord::Registration { client_id }) => client_id,
+            _ => return Err(invalid_token("unknown, expired or revoked token")),
+        };
+        if owner != client_id {
+            // RFC 7592 §2.1: an unknown client means the token SHOULD be revoked. A
+            // token of another existing client is merely not valid here (SPEC §6a.6).
+            if !self.clients.contains_key(client_id) {
+                self.revoke_registration_token(&owner, &digest);
+            }
+            return Err(invalid_token("the token is not valid for this client"));
+        }
+        // Parse the body before taking the lock; it needs nothing from the record.
+        let (op, update) = match op {
+            ManageOp::Update(body) => (ManageOp::Read, Some(self.prepare_update(client_id, body)?)),
+            other => (other, None),
+        };
+        let fresh = Fresh::draw();
+        let now = self.now();
+        let s = &self.settings;
+
+        let Some(mut client) = self.clients.get_mut(client_id) else {
+            self.tokens.remove(&digest);
+            return Err(invalid_token("the client no longer exists"));
+        };
+        let presented = if secret::matches(token, &client.reg_token.digest) {
+            Presented::Current
+        } else if client.grace.as_ref().is_some_and(|g| {
+            g.replaced == digest && now < g.replaced_at.saturating_add(s.rotation_grace)
+        }) {
+            Presented::Replaced
+        } else {
+            // A replaced token whose grace is over: forget it.
+            drop(client);
+            self.tokens.remove(&digest);
+            return Err(invalid_token("the token has been replaced"));
+        };
+
+        if s.require_same_certificate && !Self::same_certificate(&client, cert) {
+            return Err(invalid_token(
+                "the token is bound to a different client certificate",
+            ));
+        }
+        if let Presented::Current = presented {
+            let age = now.saturating_sub(client.reg_token.issued_at);
+            if age >= s.registration_token_ttl {
+                return Err(invalid_token("the token has expired"));
+            }
+            if !matches!(op, ManageOp::Delete) && age >= s.read_update_ttl {
+                return Err(invalid_token(
+                    "the token's read/update window has passed; it is now good for deletion only",
+                ));
+            }
+        }
+        if let Some(update) = &update {
+            check_update_against(&client, update, cert, s.require_matching_certificate)?;
+        }
+
+        // --- no refusal below this line: mutate ---
+        if let ManageOp::Delete = op {
+            let removed = client.clone();
+            drop(client);
+            self.clients.remove(client_id);
+            self.forget_tokens(&removed);
+            return Ok(Outcome::Deleted);
+        }
+
+        let response = match presented {
+            Presented::Replaced => {
+                // Same successor again; a replayed PUT applies its body again.
+                let mut secret = client.grace.as_ref().and_then(|g| g.secret.clone());
+                if let Some(update) = update {
+                    if let Some(new) = apply_update(&mut client, update.metadata, &fresh) {
+                        secret = Some(new.clone());
+                        if let Some(g) = client.grace.as_mut() {
+                            g.secret = Some(new);
+                        }
+                    }
+                }
+                let token = client.grace.as_ref().map(|g| g.token.clone());
+                self.response(client_id, &client, now, token, secret)
+            }
+            Presented::Current => {
+                // The successor is being used: the replaced token is gone for good.
+                if let Some(old) = client.grace.take() {
+                    self.tokens.remove(&old.replaced);
+                }
+                let mut new_secret = None;
+                if let Some(update) = update {
+                    new_secret = apply_update(&mut client, update.metadata, &fresh);
+                }
+                if new_secret.is_none() && s.rotate_client_secret && client.secret.is_some() {
+                    client.secret = Some(fresh.secret_digest);
+                    new_secret = Some(fresh.secret.clone());
+                }
+                let (token, issued_at) = if s.reuse_registration_access_token {
+                    (token.to_owned(), client.reg_token.issued_at)
+                } else {
+                    client.reg_token = RegToken {
+                        digest: fresh.token_digest,
+                        issued_at: now,
+                    };
+                    self.tokens.insert(
+                        fresh.token_digest,
+                        TokenRecord::Registration {
+                            client_id: client_id.to_owned(),
+                        },
+                    );
+                    if s.rotation_grace > 0 {
+                        client.grace = Some(Box::new(Grace {
+                            replaced: digest,
+                            replaced_at: now,
+                            token: fresh.token.clone(),
+                            secret: new_secret.clone(),
+                        }));
+                    } else {
+                        self.tokens.remove(&digest);
+                    }
+                    (fresh.token, now)
+                };
+                let mut r = self.response(client_id, &client, now, Some(token), new_secret);
+                r.registration_access_token_expires_in = Some(
+                    issued_at
+                        .saturating_add(s.registration_token_ttl)
+                        .saturating_sub(now),
+                );
+                r
+            }
+        };
+        Ok(Outcome::Client(response))
+    }
+
+    /// Administrative management with a `dcrm` token: any registered client, no rotation.
+    /// The caller has already checked the token and its scope.
+    pub fn manage_admin(&self, client_id: &str, op: ManageOp) -> Result<Outcome, Error> {
+        let (delete, update) = match op {
+            ManageOp::Update(body) => (false, Some(self.prepare_update(client_id, body)?)),
+            ManageOp::Read => (false, None),
+            ManageOp::Delete => (true, None),
+        };
+        let fresh = Fresh::draw();
+        let now = self.now();
+        let Some(mut client) = self.clients.get_mut(client_id) else {
+            return Err(Error::NotFound(format!("no registered client {client_id:?}")));
+        };
+        if delete {
+            let removed = client.clone();
+            drop(client);
+            self.clients.remove(client_id);
+            self.forget_tokens(&removed);
+            return Ok(Outcome::Deleted);
+        }
+        let mut secret = None;
+        if let Some(update) = update {
+            check_update_against(&client, &update, None, false)?;
+            secret = apply_update(&mut client, update.metadata, &fresh);
+        }
+        Ok(Outcome::Client(self.response(client_id, &client, now, None, secret)))
+    }
+
+    /// RFC 7592 §2.2 checks that need only the body.
+    fn prepare_update(
+        &self,
+        client_id: &str,
+        mut body: Map<String, Value>,
+    ) -> Result<Update, Error> {
+        let bad = |msg: String| Error::Metadata(MetadataError::ClientMetadata(msg));
+        for field in [
+            "registration_access_token",
+            "registration_client_uri",
+            "client_secret_expires_at",
+            "client_id_issued_at",
+        ] {
+            if body.contains_key(field) {
+                return Err(bad(format!("{field} is issued by the server and must not be sent")));
+            }
+        }
+        match body.remove("client_id") {
+            Some(Value::String(id)) if id == client_id => {}
+            Some(_) => return Err(bad("client_id does not match the client being updated".into())),
+            None => return Err(bad("the request must include the client_id".into())),
+        }
+        let presented_secret = match body.remove("client_secret") {
+            None => None,
+            Some(Value::String(s)) => Some(s),
+            Some(_) => return Err(bad("client_secret must be a string".into())),
+        };
+        body.remove("registration_access_token_expires_in");
+        let metadata = ClientMetadata::parse(body, &self.settings.policy)?;
+        Ok(Update {
+            metadata,
+            presented_secret,
+        })
+    }
+
+    /// Removes `digest` from the index when it belongs to `owner` (RFC 7592 §2.1).
+    fn revoke_registration_token(&self, owner: &str, digest: &Digest) {
+        self.tokens.remove_if(digest, |_, r| {
+            matches!(r, TokenRecord::Registration { client_id } if client_id == owner)
+        });
+    }
+
+    /// Drops every index entry of a deleted client's registration tokens. Its access
+    /// tokens die because they are checked against the live client on use.
+    fn forget_tokens(&self, client: &Client) {
+        self.tokens.remove(&client.reg_token.digest);
+        if let Some(g) = &client.grace {
+            self.tokens.remove(&g.replaced);
+        }
+    }
+
+    pub(super) fn response(
+        &self,
+        client_id: &str,
+        client: &Client,
+        now: u64,
+        token: Option<String>,
+        secret: Option<String>,
+    ) -> ClientResponse {
+        let expires_in = token.as_ref().map(|_| {
+            client
+                .reg_token
+                .issued_at
+                .saturating_add(self.settings.registration_token_ttl)
+                .saturating_sub(now)
+        });
+        ClientResponse {
+            client_id: client_id.to_owned(),
+            client_id_issued_at: client.issued_at,
+            client_secret: secret,
+            client_secret_expires_at: client.secret.map(|_| 0),
+            registration_access_token: token,
+            registration_access_token_expires_in: expires_in,
+            registration_client_uri: self.client_uri(client_id),
+            metadata: client.metadata.clone(),
+        }
+    }
+}
+
+/// PUT checks that need the current record (RFC 7592 §2.2, SPEC §4).
+fn check_update_against(
+    client: &Client,
+    update: &Update,
+    cert: Option<&ClientCertificate>,
+    require_matching_certificate: bool,
+) -> Result<(), Error> {
+    let bad = |msg: &str| Error::Metadata(MetadataError::ClientMetadata(msg.to_owned()));
+    if let Some(presented) = &update.presented_secret {
+        let ok = client
+            .secret
+            .as_ref()
+            .is_some_and(|d| secret::matches(presented, d));
+        if !ok {
+            return Err(bad("client_secret does not match the current secret"));
+        }
+    }
+    if require_matching_certificate && !update.metadata.same_certificate_rules(&client.metadata) {
+        // A client cannot widen who may authenticate as it: it must hold a certificate
+        // that satisfies the new rules.
+        let Some(cert) = cert else {
+            return Err(bad(
+                "changing the certificate-matching metadata requires presenting a certificate that satisfies it",
+            ));
+        };
+        cert_match::satisfies(&update.metadata, cert).map_err(|e| bad(&e))?;
+    }
+    Ok(())
+}
+
+/// Replaces the metadata (values replace, never merge) and keeps the secret in step with
+/// the auth method; returns a newly issued secret, if any.
+fn apply_update(client: &mut Client, metadata: ClientMetadata, fresh: &Fresh) -> Option<String> {
+    let needs_secret = metadata.uses_secret();
+    client.metadata = Arc::new(metadata);
+    match (needs_secret, client.secret.is_some()) {
+        (true, false) => {
+            client.secret = Some(fresh.secret_digest);
+            Some(fresh.secret.clone())
+        }
+        (false, true) => {
+            client.secret = None;
+            None
+        }
+        _ => None,
+    }
+}
+
+fn invalid_token(msg: &str) -> Error {
+    Error::InvalidToken(msg.to_owned())
+}

@@ -1,0 +1,104 @@
+//! RFC 7591 registration: who may register, and what a new client record holds.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::{Client, ClientResponse, Error, Fresh, RegToken, Registry, TokenRecord};
+use crate::cert_match;
+use crate::config::RegistrationAuth;
+use crate::identity::{CertSource, ClientCertificate};
+use crate::metadata::{ClientMetadata, MetadataError};
+
+// === impl Registry ===
+
+impl Registry {
+    /// Checks `registration.authentication` (SPEC §3): any one accepted way suffices.
+    ///
+    /// `initial_access` says whether the request carried a valid initial access token
+    /// (checked by the token layer); certificates must chain to `tls.client_ca`.
+    pub fn authorize_registration(
+        &self,
+        cert: Option<&ClientCertificate>,
+        initial_access: bool,
+    ) -> Result<(), Error> {
+        let ways = &self.settings.authentication;
+        if ways.is_empty() {
+            return Ok(());
+        }
+        let verified = |source| cert.is_some_and(|c| c.source == source && c.chain_verified);
+        let ok = ways.iter().any(|way| match way {
+            RegistrationAuth::MutualTls => verified(CertSource::Tls),
+            RegistrationAuth::MutualTlsByProxy => verified(CertSource::Proxy),
+            RegistrationAuth::InitialAccessToken => initial_access,
+        });
+        if ok {
+            return Ok(());
+        }
+        let mut why = match cert {
+            Some(c) if !c.chain_verified => {
+                "the client certificate does not chain to a trusted CA".to_owned()
+            }
+            Some(_) => "the client certificate did not arrive in an accepted way".to_owned(),
+            None => "registration requires authentication".to_owned(),
+        };
+        let accepted: Vec<&str> = ways
+            .iter()
+            .map(|w| match w {
+                RegistrationAuth::MutualTls => "mutual-tls",
+                RegistrationAuth::MutualTlsByProxy => "mutual-tls-by-proxy",
+                RegistrationAuth::InitialAccessToken => "initial-access-token",
+            })
+            .collect();
+        why.push_str(&format!(" (accepted: {})", accepted.join(", ")));
+        Err(Error::InvalidClient(why))
+    }
+
+    /// Registers a client (RFC 7591 §3). Binding: a presented certificate's thumbprint is
+    /// stored, and the registration access token is bound to it.
+    pub fn register(
+        &self,
+        body: Map<String, Value>,
+        cert: Option<&ClientCertificate>,
+    ) -> Result<ClientResponse, Error> {
+        let metadata = ClientMetadata::parse(body, &self.settings.policy)?;
+        if let Some(cert) = cert {
+            if self.settings.require_matching_certificate {
+                cert_match::satisfies(&metadata, cert).map_err(MetadataError::ClientMetadata)?;
+            }
+        }
+        let fresh = Fresh::draw();
+        let client_id = crate::secret::generate_id();
+        let now = self.now();
+        let metadata = Arc::new(metadata);
+        let uses_secret = metadata.uses_secret();
+        let client = Client {
+            issued_at: now,
+            metadata: metadata.clone(),
+            secret: uses_secret.then_some(fresh.secret_digest),
+            bound: cert.map(|c| c.sha256),
+            reg_token: RegToken {
+                digest: fresh.token_digest,
+                issued_at: now,
+            },
+            grace: None,
+        };
+        self.clients.insert(client_id.clone(), client);
+        self.tokens.insert(
+            fresh.token_digest,
+            TokenRecord::Registration {
+                client_id: client_id.clone(),
+            },
+        );
+        Ok(ClientResponse {
+            registration_client_uri: self.client_uri(&client_id),
+            client_id,
+            client_id_issued_at: now,
+            client_secret: uses_secret.then_some(fresh.secret),
+            client_secret_expires_at: uses_secret.then_some(0),
+            registration_access_token: Some(fresh.token),
+            registration_access_token_expires_in: Some(self.settings.registration_token_ttl),
+            metadata,
+        })
+    }
+}
