@@ -22,7 +22,8 @@ pub fn satisfies(meta: &ClientMetadata, cert: &ClientCertificate) -> Result<(), 
         AuthMethod::SelfSignedTlsClientAuth => {
             if meta.jwks.is_none() {
                 return Err(
-                    "jwks_uri is not fetched by this server: declare the certificate in jwks".into(),
+                    "jwks_uri is not fetched by this server: declare the certificate in jwks"
+                        .into(),
                 );
             }
             if jwks_thumbprints(meta).any(|t| t == cert.sha256) {
@@ -61,7 +62,12 @@ fn tls_client_auth(meta: &ClientMetadata, cert: &ClientCertificate) -> Result<()
 pub fn jwks_thumbprints(meta: &ClientMetadata) -> impl Iterator<Item = [u8; 32]> + '_ {
     meta.jwks
         .iter()
-        .flat_map(|jwks| jwks.get("keys").and_then(|k| k.as_array()).into_iter().flatten())
+        .flat_map(|jwks| {
+            jwks.get("keys")
+                .and_then(|k| k.as_array())
+                .into_iter()
+                .flatten()
+        })
         .filter_map(|key| key.get("x5c")?.as_array()?.first()?.as_str())
         .filter_map(|b64| STANDARD.decode(b64).ok())
         .map(|der| Sha256::digest(der).into())
@@ -202,10 +208,22 @@ mod tests {
 
     #[test]
     fn dn_match_ignores_case_spacing_and_type_spelling() {
-        assert!(dn_equal("CN=admin,O=certgate dev", "cn=Admin, o=Certgate  Dev"));
-        assert!(dn_equal("CN=admin,O=certgate dev", "2.5.4.3=admin,2.5.4.10=certgate dev"));
-        assert!(!dn_equal("CN=admin,O=certgate dev", "O=certgate dev,CN=admin"));
-        assert!(!dn_equal("CN=admin,O=certgate dev", "CN=admin2,O=certgate dev"));
+        assert!(dn_equal(
+            "CN=admin,O=certgate dev",
+            "cn=Admin, o=Certgate  Dev"
+        ));
+        assert!(dn_equal(
+            "CN=admin,O=certgate dev",
+            "2.5.4.3=admin,2.5.4.10=certgate dev"
+        ));
+        assert!(!dn_equal(
+            "CN=admin,O=certgate dev",
+            "O=certgate dev,CN=admin"
+        ));
+        assert!(!dn_equal(
+            "CN=admin,O=certgate dev",
+            "CN=admin2,O=certgate dev"
+        ));
     }
 
     #[test]

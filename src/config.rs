@@ -142,9 +142,7 @@ impl ProxyConfig {
 /// IPv4-mapped IPv6 addresses (dual-stack sockets) compare as IPv4.
 fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
     match ip {
-        std::net::IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(ip, std::net::IpAddr::V4),
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
         v4 => v4,
     }
 }
@@ -201,7 +199,10 @@ pub struct RegistrationConfig {
 impl Default for RegistrationConfig {
     fn default() -> Self {
         Self {
-            authentication: vec![RegistrationAuth::MutualTls, RegistrationAuth::MutualTlsByProxy],
+            authentication: vec![
+                RegistrationAuth::MutualTls,
+                RegistrationAuth::MutualTlsByProxy,
+            ],
             require_matching_certificate: true,
             allowed_grant_types: vec![
                 "client_credentials".into(),
@@ -356,10 +357,19 @@ impl Config {
         }
         for (key, d) in [
             ("limits.handshake_timeout", self.limits.handshake_timeout),
-            ("limits.header_read_timeout", self.limits.header_read_timeout),
+            (
+                "limits.header_read_timeout",
+                self.limits.header_read_timeout,
+            ),
             ("limits.request_timeout", self.limits.request_timeout),
-            ("management.registration_token_ttl", self.management.registration_token_ttl),
-            ("management.read_update_ttl", self.management.read_update_ttl),
+            (
+                "management.registration_token_ttl",
+                self.management.registration_token_ttl,
+            ),
+            (
+                "management.read_update_ttl",
+                self.management.read_update_ttl,
+            ),
             ("tokens.access_token_ttl", self.tokens.access_token_ttl),
             ("store.snapshot_interval", self.store.snapshot_interval),
         ] {
@@ -379,13 +389,19 @@ impl Config {
         if self.registration.initial_access_scope.is_empty()
             || self.registration.initial_access_scope.contains(' ')
         {
-            return bad("registration.initial_access_scope", "must be one scope token");
+            return bad(
+                "registration.initial_access_scope",
+                "must be one scope token",
+            );
         }
         if self.management.dcrm_scope.is_empty() || self.management.dcrm_scope.contains(' ') {
             return bad("management.dcrm_scope", "must be one scope token");
         }
         if self.registration.initial_access_token_uses == 0 {
-            return bad("registration.initial_access_token_uses", "must be at least 1");
+            return bad(
+                "registration.initial_access_token_uses",
+                "must be at least 1",
+            );
         }
         const GRANTS: [&str; 3] = ["client_credentials", "authorization_code", "refresh_token"];
         for g in &self.registration.allowed_grant_types {
@@ -476,9 +492,9 @@ fn opt_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Er
     if s.is_empty() {
         return Ok(None);
     }
-    s.parse()
-        .map(Some)
-        .map_err(|_| serde::de::Error::custom(format!("{s:?} is not an address like 127.0.0.1:8080")))
+    s.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!("{s:?} is not an address like 127.0.0.1:8080"))
+    })
 }
 
 fn cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
@@ -488,7 +504,9 @@ fn cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
             // A bare address means a single host.
             s.parse::<IpNet>()
                 .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a CIDR like 10.0.0.0/8")))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!("{s:?} is not a CIDR like 10.0.0.0/8"))
+                })
         })
         .collect()
 }
@@ -501,8 +519,9 @@ mod humantime_serde_str {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"30s\": {e}")))
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!("{s:?} is not a duration like \"30s\": {e}"))
+        })
     }
 }
 
@@ -513,7 +532,10 @@ mod tests {
     #[test]
     fn empty_file_gives_defaults() {
         let c = Config::parse("").unwrap();
-        assert_eq!(c.management.read_update_ttl, Duration::from_secs(28 * 86_400));
+        assert_eq!(
+            c.management.read_update_ttl,
+            Duration::from_secs(28 * 86_400)
+        );
         assert_eq!(c.registration.max_body_bytes, 65_536);
         assert_eq!(c.proxy.header_name().as_str(), "x-ssl-client-cert");
     }

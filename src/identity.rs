@@ -128,7 +128,9 @@ fn subject_alt_names(cert: &X509Certificate<'_>) -> Result<SubjectAltNames, Iden
             GeneralName::URI(s) => out.uri.push((*s).to_owned()),
             GeneralName::RFC822Name(s) => out.email.push((*s).to_owned()),
             GeneralName::IPAddress(b) => match b.len() {
-                4 => out.ip.push(IpAddr::from(<[u8; 4]>::try_from(*b).unwrap_or_default())),
+                4 => out
+                    .ip
+                    .push(IpAddr::from(<[u8; 4]>::try_from(*b).unwrap_or_default())),
                 16 => out
                     .ip
                     .push(IpAddr::from(<[u8; 16]>::try_from(*b).unwrap_or_default())),
@@ -212,7 +214,10 @@ mod tests {
     #[test]
     fn thumbprint_is_base64url_sha256_without_padding() {
         // SHA-256 of the empty string.
-        assert_eq!(thumbprint(b""), "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU");
+        assert_eq!(
+            thumbprint(b""),
+            "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"
+        );
     }
 
     #[test]

@@ -52,7 +52,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("certgate: cannot start the runtime: {e}");
@@ -74,7 +77,14 @@ fn main() -> ExitCode {
             issuer = %config.server.issuer,
             "certgate listening"
         );
-        match certgate::run(config, listeners, Arc::new(certgate::clock::SystemClock), shutdown_signal()).await {
+        match certgate::run(
+            config,
+            listeners,
+            Arc::new(certgate::clock::SystemClock),
+            shutdown_signal(),
+        )
+        .await
+        {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("certgate: {e}");
@@ -87,7 +97,9 @@ fn main() -> ExitCode {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -159,7 +159,13 @@ pub const SERVER_FIELDS: [&str; 7] = [
 ];
 
 /// Human-readable fields that may carry a language tag (`client_name#fr`).
-const LOCALIZABLE: [&str; 5] = ["client_name", "client_uri", "logo_uri", "tos_uri", "policy_uri"];
+const LOCALIZABLE: [&str; 5] = [
+    "client_name",
+    "client_uri",
+    "logo_uri",
+    "tos_uri",
+    "policy_uri",
+];
 
 // === impl ClientMetadata ===
 
@@ -345,7 +351,11 @@ impl ClientMetadata {
 
     /// Whether `scope` lies within the registered scope.
     pub fn scope_tokens(&self) -> impl Iterator<Item = &str> {
-        self.scope.as_deref().unwrap_or("").split(' ').filter(|s| !s.is_empty())
+        self.scope
+            .as_deref()
+            .unwrap_or("")
+            .split(' ')
+            .filter(|s| !s.is_empty())
     }
 }
 
@@ -375,7 +385,9 @@ fn opt_uri(body: &mut Map<String, Value>, field: &str) -> Result<Option<String>,
 fn check_uri(field: &str, s: &str) -> Result<(), MetadataError> {
     match url::Url::parse(s) {
         Ok(u) if u.scheme() == "https" || u.scheme() == "http" => Ok(()),
-        _ => Err(invalid(format!("{field} {s:?} is not an absolute http(s) URL"))),
+        _ => Err(invalid(format!(
+            "{field} {s:?} is not an absolute http(s) URL"
+        ))),
     }
 }
 
@@ -395,7 +407,9 @@ fn string_list(v: Value, field: &str) -> Result<Vec<String>, MetadataError> {
 fn localized(base: &str, tag: &str, value: &Value) -> Result<(), MetadataError> {
     let tag_ok = !tag.is_empty() && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
     if !tag_ok {
-        return Err(invalid(format!("{base}#{tag}: {tag:?} is not a language tag")));
+        return Err(invalid(format!(
+            "{base}#{tag}: {tag:?} is not a language tag"
+        )));
     }
     let Value::String(s) = value else {
         return Err(invalid(format!("{base}#{tag} must be a string")));
@@ -430,7 +444,10 @@ fn types(
             .collect()
     };
     let (grants, responses) = match (grants, responses) {
-        (None, None) => (vec!["authorization_code".to_owned()], vec!["code".to_owned()]),
+        (None, None) => (
+            vec!["authorization_code".to_owned()],
+            vec!["code".to_owned()],
+        ),
         (Some(g), None) => {
             let r = implied_responses(&g);
             (g, r)
@@ -482,15 +499,16 @@ fn scope(v: Option<Value>, policy: &Policy) -> Result<Option<String>, MetadataEr
             .bytes()
             .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
         if !valid {
-            return Err(invalid(format!("scope token {token:?} has invalid characters")));
+            return Err(invalid(format!(
+                "scope token {token:?} has invalid characters"
+            )));
         }
         if policy.reserved_scopes.iter().any(|r| r == token) {
             return Err(invalid(format!(
                 "scope {token:?} is reserved for statically configured clients"
             )));
         }
-        if !policy.allowed_scopes.is_empty() && !policy.allowed_scopes.iter().any(|a| a == token)
-        {
+        if !policy.allowed_scopes.is_empty() && !policy.allowed_scopes.iter().any(|a| a == token) {
             return Err(invalid(format!("scope {token:?} is not allowed")));
         }
         if !tokens.contains(&token) {
@@ -597,7 +615,10 @@ mod tests {
             parse(json!({"redirect_uris": ["https://a.example/cb#frag"]})),
             Err(MetadataError::RedirectUri(_))
         ));
-        assert!(parse(json!({"redirect_uris": ["https://a.example/cb", "com.example.app:/cb"]})).is_ok());
+        assert!(
+            parse(json!({"redirect_uris": ["https://a.example/cb", "com.example.app:/cb"]}))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -610,19 +631,27 @@ mod tests {
     fn tls_client_auth_needs_exactly_one_subject_field() {
         let base = json!({"token_endpoint_auth_method": "tls_client_auth"});
         assert!(parse(base).is_err());
-        assert!(parse(json!({"token_endpoint_auth_method": "tls_client_auth",
+        assert!(
+            parse(json!({"token_endpoint_auth_method": "tls_client_auth",
             "tls_client_auth_subject_dn": "CN=a", "tls_client_auth_san_dns": "a"}))
-        .is_err());
-        assert!(parse(json!({"token_endpoint_auth_method": "tls_client_auth",
+            .is_err()
+        );
+        assert!(
+            parse(json!({"token_endpoint_auth_method": "tls_client_auth",
             "tls_client_auth_san_dns": "a.example"}))
-        .is_ok());
+            .is_ok()
+        );
     }
 
     #[test]
     fn self_signed_needs_jwks_or_jwks_uri() {
-        assert!(parse(json!({"token_endpoint_auth_method": "self_signed_tls_client_auth"})).is_err());
-        assert!(parse(json!({"token_endpoint_auth_method": "self_signed_tls_client_auth",
-            "jwks_uri": "https://a.example/jwks"}))
+        assert!(
+            parse(json!({"token_endpoint_auth_method": "self_signed_tls_client_auth"})).is_err()
+        );
+        assert!(parse(
+            json!({"token_endpoint_auth_method": "self_signed_tls_client_auth",
+            "jwks_uri": "https://a.example/jwks"})
+        )
         .is_ok());
     }
 
@@ -643,7 +672,13 @@ mod tests {
     #[test]
     fn reserved_scopes_are_refused() {
         assert!(parse(json!({"scope": "read dcrm"})).is_err());
-        assert_eq!(parse(json!({"scope": "read  write read"})).unwrap().scope.as_deref(), Some("read write"));
+        assert_eq!(
+            parse(json!({"scope": "read  write read"}))
+                .unwrap()
+                .scope
+                .as_deref(),
+            Some("read write")
+        );
     }
 
     #[test]

@@ -49,7 +49,11 @@ impl Metrics {
             clients: Gauge::default(),
             registry: Registry::default(),
         };
-        registry.register("http_requests", "HTTP responses by status code", m.requests.clone());
+        registry.register(
+            "http_requests",
+            "HTTP responses by status code",
+            m.requests.clone(),
+        );
         registry.register(
             "proxy_header_untrusted",
             "Client-certificate headers ignored because the peer is not a trusted proxy",
@@ -65,14 +69,26 @@ impl Metrics {
             "TLS handshakes that failed or timed out",
             m.tls_handshake_failures.clone(),
         );
-        registry.register("connections_open", "Open client connections", m.connections_open.clone());
-        registry.register("registrations", "Successful client registrations", m.registrations.clone());
+        registry.register(
+            "connections_open",
+            "Open client connections",
+            m.connections_open.clone(),
+        );
+        registry.register(
+            "registrations",
+            "Successful client registrations",
+            m.registrations.clone(),
+        );
         registry.register(
             "registration_token_rotations",
             "Registration access token rotations",
             m.rotations.clone(),
         );
-        registry.register("registered_clients", "Dynamically registered clients", m.clients.clone());
+        registry.register(
+            "registered_clients",
+            "Dynamically registered clients",
+            m.clients.clone(),
+        );
         Self { registry, ..m }
     }
 

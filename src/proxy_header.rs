@@ -91,27 +91,21 @@ pub fn extract(
     headers: &HeaderMap,
 ) -> Result<Option<Vec<CertificateDer<'static>>>, ProxyHeaderError> {
     let ders = match format {
-        HeaderFormat::Rfc9440 => match rfc9440(header, headers)? {
-            Some(ders) => Ok(ders),
-            None => return Ok(None),
-        },
-        HeaderFormat::Xfcc => match joined_value(header, headers)? {
-            Some(value) => xfcc(&value),
-            None => return Ok(None),
-        },
-        _ => match single_value(header, headers)? {
-            Some(value) => match format {
-                HeaderFormat::PemUrlencoded => {
-                    percent_decode(value).and_then(|pem| pem_certs(&pem))
-                }
-                HeaderFormat::Traefik => traefik(value),
-                HeaderFormat::DerBase64 => base64_der(value).map(|der| vec![der]),
-                _ => pem_certs(value.as_bytes()),
-            },
-            None => return Ok(None),
-        },
+        HeaderFormat::PemUrlencoded => single_value(header, headers)?
+            .map(|value| percent_decode(value).and_then(|pem| pem_certs(&pem))),
+        HeaderFormat::Pem => {
+            single_value(header, headers)?.map(|value| pem_certs(value.as_bytes()))
+        }
+        HeaderFormat::Xfcc => joined_value(header, headers)?.map(|value| xfcc(&value)),
+        HeaderFormat::DerBase64 => {
+            single_value(header, headers)?.map(|value| base64_der(value).map(|der| vec![der]))
+        }
+        HeaderFormat::Traefik => single_value(header, headers)?.map(traefik),
+        HeaderFormat::Rfc9440 => rfc9440(header, headers)?.map(Ok),
     };
-
+    let Some(ders) = ders else {
+        return Ok(None);
+    };
     ders.and_then(checked_chain)
         .map(Some)
         .map_err(|problem| ProxyHeaderError::new(header, problem))
@@ -348,7 +342,10 @@ fn pem_certs(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
             if label.len() > 32 || !label.iter().all(|b| b.is_ascii_uppercase() || *b == b' ') {
                 return Err("PEM block is not a CERTIFICATE".into());
             }
-            return Err(format!("PEM block is {}, not CERTIFICATE", label.escape_ascii()));
+            return Err(format!(
+                "PEM block is {}, not CERTIFICATE",
+                label.escape_ascii()
+            ));
         }
         let Some((body, after)) = split_once(body, END) else {
             return Err("PEM block has no END CERTIFICATE line".into());
@@ -456,7 +453,7 @@ const CLIENT_CERT_CHAIN: &str = "client-cert-chain";
 /// Real chains are 2-4 certificates deep; the cap bounds the caller's verification work.
 const MAX_CHAIN_LEN: usize = 10;
 
-/// Bounds decoding work; a 10-certificate RSA-4096 chain stays well under it.
+/// Bounds decoding work; ten percent-encoded RSA-4096 certificates (~35 KiB) still fit.
 const MAX_VALUE_LEN: usize = 64 * 1024;
 
 #[cfg(test)]
@@ -524,7 +521,6 @@ mod tests {
 
     fn malformed(format: HeaderFormat, value: &str) {
         let err = run(format, &[value]).unwrap_err();
-        eprintln!("{err}");
         assert!(err.0.contains(format.default_header()), "{err}");
     }
 
@@ -694,7 +690,9 @@ mod tests {
         malformed(DerBase64, &STANDARD.encode(b"hello world"));
         // A well-formed DER SEQUENCE that is not a certificate.
         malformed(DerBase64, &STANDARD.encode([0x30, 0x03, 0x02, 0x01, 0x01]));
-        malformed(DerBase64, &format!("{}AAAA", b64(CLIENT_PEM)));
+        let mut trailing = der(CLIENT_PEM).to_vec();
+        trailing.extend([0, 0, 0]);
+        malformed(DerBase64, &STANDARD.encode(trailing));
         malformed(Traefik, &format!("{},", b64(CLIENT_PEM)));
         malformed(Traefik, &format!("{}%2", b64(CLIENT_PEM)));
         let hash = hex_sha256(CLIENT_PEM);
@@ -703,9 +701,42 @@ mod tests {
         malformed(Xfcc, "By=spiffe://a;Hash=00;Subject=\"CN=x\"");
         malformed(Xfcc, &format!("{},By=x", xfcc_element(&hash)));
         malformed(Xfcc, &format!("{},", xfcc_element(&hash)));
+        malformed(Xfcc, &format!("{};Subject=\"CN=x", xfcc_element(&hash)));
+        // An open quote in an earlier element must not shift where the last one starts.
         malformed(Xfcc, &format!("By=\"unterminated,{}", xfcc_element(&hash)));
         malformed(Xfcc, &format!("By=a\"b,{}", xfcc_element(&hash)));
         malformed(Xfcc, &format!("{};Cert=x", xfcc_element(&hash)));
+    }
+
+    #[test]
+    fn mangled_values_never_panic() {
+        let hash = hex_sha256(CLIENT_PEM);
+        let valid = [
+            (
+                HeaderFormat::PemUrlencoded,
+                utf8_percent_encode(CLIENT_PEM, NGINX).to_string(),
+            ),
+            (HeaderFormat::Pem, CLIENT_PEM.replace('\n', " ")),
+            (HeaderFormat::Xfcc, format!("By=a,{}", xfcc_element(&hash))),
+            (HeaderFormat::DerBase64, b64(CLIENT_PEM)),
+            (
+                HeaderFormat::Traefik,
+                format!("{},{}", b64(CLIENT_PEM), b64(CA_PEM)),
+            ),
+            (HeaderFormat::Rfc9440, format!(":{}:", b64(CLIENT_PEM))),
+        ];
+        for (format, value) in valid {
+            assert!(run(format, &[&value]).is_ok());
+            for cut in 0..value.len() {
+                let _ = run(format, &[&value[..cut]]);
+                for c in ["\"", "%", ",", ":"] {
+                    let _ = run(
+                        format,
+                        &[&format!("{}{c}{}", &value[..cut], &value[cut + 1..])],
+                    );
+                }
+            }
+        }
     }
 
     #[test]

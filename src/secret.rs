@@ -45,7 +45,9 @@ pub fn matches(credential: &str, stored: &Digest) -> bool {
 /// Whether `s` could be a credential certgate issued (shape only), so garbage is not
 /// looked up or revoked.
 pub fn well_formed(s: &str) -> bool {
-    s.len() == 43 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    s.len() == 43
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Hex form of a digest (config files name static secrets this way).

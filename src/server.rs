@@ -55,13 +55,31 @@ pub async fn serve(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Ou
     let slots = Arc::new(Semaphore::new(max));
     let mut tasks = tokio::task::JoinSet::new();
 
-    tasks.spawn(accept_loop(app.clone(), listeners.tls, Listener::Tls, slots.clone(), stop_rx.clone()));
+    tasks.spawn(accept_loop(
+        app.clone(),
+        listeners.tls,
+        Listener::Tls,
+        slots.clone(),
+        stop_rx.clone(),
+    ));
     if let Some(l) = listeners.proxy {
-        tasks.spawn(accept_loop(app.clone(), l, Listener::Proxy, slots.clone(), stop_rx.clone()));
+        tasks.spawn(accept_loop(
+            app.clone(),
+            l,
+            Listener::Proxy,
+            slots.clone(),
+            stop_rx.clone(),
+        ));
     }
     if let Some(l) = listeners.admin {
         // The admin listener has its own small budget so a flood cannot hide /metrics.
-        tasks.spawn(accept_loop(app.clone(), l, Listener::Admin, Arc::new(Semaphore::new(64)), stop_rx.clone()));
+        tasks.spawn(accept_loop(
+            app.clone(),
+            l,
+            Listener::Admin,
+            Arc::new(Semaphore::new(64)),
+            stop_rx.clone(),
+        ));
     }
     #[cfg(unix)]
     tasks.spawn(reload_on_sighup(app.clone(), stop_rx.clone()));
@@ -109,7 +127,11 @@ async fn accept_loop(
             match kind {
                 Listener::Tls => serve_tls(&app, stream, peer, stop).await,
                 _ => {
-                    let conn = Conn { peer, listener: kind, tls_cert: None };
+                    let conn = Conn {
+                        peer,
+                        listener: kind,
+                        tls_cert: None,
+                    };
                     serve_http(app.clone(), TokioIo::new(stream), conn, stop).await;
                 }
             }
@@ -119,9 +141,18 @@ async fn accept_loop(
     }
 }
 
-async fn serve_tls(app: &Arc<App>, stream: TcpStream, peer: SocketAddr, stop: watch::Receiver<bool>) {
+async fn serve_tls(
+    app: &Arc<App>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    stop: watch::Receiver<bool>,
+) {
     let tls = app.tls.current();
-    let accepted = tokio::time::timeout(app.config.limits.handshake_timeout, tls.acceptor.accept(stream)).await;
+    let accepted = tokio::time::timeout(
+        app.config.limits.handshake_timeout,
+        tls.acceptor.accept(stream),
+    )
+    .await;
     let stream = match accepted {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -137,7 +168,8 @@ async fn serve_tls(app: &Arc<App>, stream: TcpStream, peer: SocketAddr, stop: wa
     };
     let cert = match stream.get_ref().1.peer_certificates() {
         Some(chain) if !chain.is_empty() => {
-            match ClientCertificate::from_chain(chain, tls.chain_verifier.as_ref(), CertSource::Tls) {
+            match ClientCertificate::from_chain(chain, tls.chain_verifier.as_ref(), CertSource::Tls)
+            {
                 Ok(c) => Some(c),
                 Err(e) => {
                     tracing::info!(%peer, error = %e, "closing connection: unusable client certificate");
@@ -147,7 +179,11 @@ async fn serve_tls(app: &Arc<App>, stream: TcpStream, peer: SocketAddr, stop: wa
         }
         _ => None,
     };
-    let conn = Conn { peer, listener: Listener::Tls, tls_cert: cert };
+    let conn = Conn {
+        peer,
+        listener: Listener::Tls,
+        tls_cert: cert,
+    };
     serve_http(app.clone(), TokioIo::new(stream), conn, stop).await;
 }
 
@@ -199,7 +235,9 @@ async fn reload_on_sighup(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         }
         match app.tls.reload() {
             Ok(()) => tracing::info!("SIGHUP: reloaded TLS certificate, key and client CA"),
-            Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed; keeping the previous TLS files"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: reload failed; keeping the previous TLS files")
+            }
         }
     }
 }

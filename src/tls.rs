@@ -14,7 +14,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{ClientAuth, TlsConfig};
@@ -85,7 +87,10 @@ fn build(config: &TlsConfig) -> Result<TlsState, TlsError> {
     let provider = provider();
     let certs = read_certs(&config.cert, "tls.cert")?;
     let key = PrivateKeyDer::from_pem_file(&config.key).map_err(|e| {
-        TlsError(format!("tls.key: {}: no usable private key: {e}", config.key.display()))
+        TlsError(format!(
+            "tls.key: {}: no usable private key: {e}",
+            config.key.display()
+        ))
     })?;
     let chain_verifier = client_chain_verifier(&config.client_ca, provider.clone())?;
     let verifier = Arc::new(AnyClientCert {
@@ -133,7 +138,10 @@ fn client_chain_verifier(
     let mut roots = RootCertStore::empty();
     for cert in read_certs(path, "tls.client_ca")? {
         roots.add(cert).map_err(|e| {
-            TlsError(format!("tls.client_ca: {}: not a usable CA: {e}", path.display()))
+            TlsError(format!(
+                "tls.client_ca: {}: not a usable CA: {e}",
+                path.display()
+            ))
         })?;
     }
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)

@@ -92,12 +92,11 @@ impl From<registry::Error> for ApiError {
             E::InvalidRequest(d) => Self::invalid_request(d),
             E::InvalidClient(d) => Self::new(StatusCode::UNAUTHORIZED, "invalid_client", d),
             E::InvalidToken(d) => Self::invalid_token(d),
-            E::InsufficientScope(d) => {
-                Self::new(StatusCode::FORBIDDEN, "insufficient_scope", d).with_header(
+            E::InsufficientScope(d) => Self::new(StatusCode::FORBIDDEN, "insufficient_scope", d)
+                .with_header(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer error=\"insufficient_scope\""),
-                )
-            }
+                ),
             E::NotFound(d) => Self::new(StatusCode::NOT_FOUND, "not_found", d),
             E::InvalidGrant(d) => Self::new(StatusCode::BAD_REQUEST, "invalid_grant", d),
             E::InvalidScope(d) => Self::new(StatusCode::BAD_REQUEST, "invalid_scope", d),

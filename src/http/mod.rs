@@ -130,9 +130,12 @@ async fn route(
     let method = req.method();
     if ctx.conn.listener == Listener::Admin {
         return match path {
-            "/healthz" => only(method, &[Method::GET, Method::HEAD], "GET, HEAD").map(|_| healthz(ctx)),
+            "/healthz" => {
+                only(method, &[Method::GET, Method::HEAD], "GET, HEAD").map(|_| healthz(ctx))
+            }
             "/metrics" => only(method, &[Method::GET, Method::HEAD], "GET, HEAD").map(|_| {
-                let mut resp = Response::new(Full::new(Bytes::from(ctx.app.metrics.encode(ctx.app))));
+                let mut resp =
+                    Response::new(Full::new(Bytes::from(ctx.app.metrics.encode(ctx.app))));
                 resp.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -168,7 +171,11 @@ async fn route(
                 if client_id.is_empty() || client_id.contains('/') {
                     return Err(ApiError::not_found());
                 }
-                only(method, &[Method::GET, Method::PUT, Method::DELETE], "GET, PUT, DELETE")?;
+                only(
+                    method,
+                    &[Method::GET, Method::PUT, Method::DELETE],
+                    "GET, PUT, DELETE",
+                )?;
                 return register::manage(ctx, client_id, req).await;
             }
             Err(ApiError::not_found())
@@ -197,7 +204,10 @@ fn healthz(ctx: &Ctx<'_>) -> Response<Body> {
 impl Ctx<'_> {
     /// The caller's certificate: from the handshake on the TLS listener, from the proxy
     /// header on the proxy listener when the peer is trusted. Computed once per request.
-    pub fn cert(&mut self, headers: &HeaderMap) -> Result<Option<Arc<ClientCertificate>>, ApiError> {
+    pub fn cert(
+        &mut self,
+        headers: &HeaderMap,
+    ) -> Result<Option<Arc<ClientCertificate>>, ApiError> {
         if let Some(cert) = &self.cert {
             return Ok(cert.clone());
         }
@@ -211,7 +221,10 @@ impl Ctx<'_> {
         Ok(cert)
     }
 
-    fn proxied_cert(&self, headers: &HeaderMap) -> Result<Option<Arc<ClientCertificate>>, ApiError> {
+    fn proxied_cert(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<Arc<ClientCertificate>>, ApiError> {
         let format = self.app.config.proxy.header_format;
         let name = &self.app.proxy_header;
         if !self.app.config.proxy.is_trusted(self.conn.peer.ip()) {
@@ -261,8 +274,12 @@ pub async fn json_object(
     let bytes = read_body(req, limit).await?;
     match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(serde_json::Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::invalid_request("the request body must be a JSON object")),
-        Err(e) => Err(ApiError::invalid_request(format!("the request body is not valid JSON: {e}"))),
+        Ok(_) => Err(ApiError::invalid_request(
+            "the request body must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::invalid_request(format!(
+            "the request body is not valid JSON: {e}"
+        ))),
     }
 }
 
@@ -286,7 +303,9 @@ pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Ap
     match Limited::new(req.into_body(), limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(_) => Err(ApiError::invalid_request("the request body could not be read")),
+        Err(_) => Err(ApiError::invalid_request(
+            "the request body could not be read",
+        )),
     }
 }
 
@@ -299,7 +318,9 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
         .to_str()
         .map_err(|_| ApiError::invalid_token("malformed Authorization header"))?;
     match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
             Ok(Some(token.trim()))
         }
         _ => Ok(None),
@@ -307,7 +328,11 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 }
 
 /// A JSON response; `no_store` adds the RFC 6749 §5.1 caching headers.
-pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T, no_store: bool) -> Response<Body> {
+pub fn json_response<T: Serialize + ?Sized>(
+    status: StatusCode,
+    body: &T,
+    no_store: bool,
+) -> Response<Body> {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
     raw_json(status, Bytes::from(bytes), no_store)
 }
@@ -316,7 +341,10 @@ fn raw_json(status: StatusCode, bytes: Bytes, no_store: bool) -> Response<Body> 
     let mut resp = Response::new(Full::new(bytes));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if no_store {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));

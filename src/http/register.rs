@@ -10,7 +10,10 @@ use crate::registry::{ManageOp, Outcome};
 use crate::secret;
 
 /// `POST /register`.
-pub async fn register(ctx: &mut Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn register(
+    ctx: &mut Ctx<'_>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let cert = ctx.cert(req.headers())?;
     let registry = &ctx.app.registry;
     registry.authorize_registration(cert.as_deref(), false)?;
@@ -37,9 +40,9 @@ pub async fn manage(
     }
     let op = match *req.method() {
         Method::GET => ManageOp::Read,
-        Method::PUT => ManageOp::Update(
-            json_object(req, ctx.app.config.registration.max_body_bytes).await?,
-        ),
+        Method::PUT => {
+            ManageOp::Update(json_object(req, ctx.app.config.registration.max_body_bytes).await?)
+        }
         _ => ManageOp::Delete,
     };
     let rotates = !matches!(op, ManageOp::Delete);

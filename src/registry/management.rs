@@ -204,7 +204,9 @@ impl Registry {
         let fresh = Fresh::draw();
         let now = self.now();
         let Some(mut client) = self.clients.get_mut(client_id) else {
-            return Err(Error::NotFound(format!("no registered client {client_id:?}")));
+            return Err(Error::NotFound(format!(
+                "no registered client {client_id:?}"
+            )));
         };
         if delete {
             let removed = client.clone();
@@ -218,7 +220,9 @@ impl Registry {
             check_update_against(&client, &update, None, false)?;
             secret = apply_update(&mut client, update.metadata, &fresh);
         }
-        Ok(Outcome::Client(self.response(client_id, &client, now, None, secret)))
+        Ok(Outcome::Client(
+            self.response(client_id, &client, now, None, secret),
+        ))
     }
 
     /// RFC 7592 §2.2 checks that need only the body.
@@ -235,12 +239,18 @@ impl Registry {
             "client_id_issued_at",
         ] {
             if body.contains_key(field) {
-                return Err(bad(format!("{field} is issued by the server and must not be sent")));
+                return Err(bad(format!(
+                    "{field} is issued by the server and must not be sent"
+                )));
             }
         }
         match body.remove("client_id") {
             Some(Value::String(id)) if id == client_id => {}
-            Some(_) => return Err(bad("client_id does not match the client being updated".into())),
+            Some(_) => {
+                return Err(bad(
+                    "client_id does not match the client being updated".into()
+                ))
+            }
             None => return Err(bad("the request must include the client_id".into())),
         }
         let presented_secret = match body.remove("client_secret") {
@@ -258,9 +268,10 @@ impl Registry {
 
     /// Removes `digest` from the index when it belongs to `owner` (RFC 7592 §2.1).
     fn revoke_registration_token(&self, owner: &str, digest: &Digest) {
-        self.tokens.remove_if(digest, |_, r| {
-            matches!(r, TokenRecord::Registration { client_id } if client_id == owner)
-        });
+        self.tokens.remove_if(
+            digest,
+            |_, r| matches!(r, TokenRecord::Registration { client_id } if client_id == owner),
+        );
     }
 
     /// Drops every index entry of a deleted client's registration tokens. Its access

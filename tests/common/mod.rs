@@ -1,0 +1,311 @@
+//! Test harness: the real server on loopback sockets, and a real TLS client.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::oneshot;
+
+use certgate::clock::ManualClock;
+use certgate::{Config, Listeners};
+
+/// A running certgate on 127.0.0.1 ephemeral ports.
+pub struct Server {
+    pub tls: SocketAddr,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub clock: Arc<ManualClock>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Start time of the injected clock (2026-01-01).
+pub const T0: u64 = 1_767_225_600;
+
+impl Server {
+    /// Starts the server with `toml` (any subset of the config file; listeners are
+    /// replaced by ephemeral loopback ports).
+    pub async fn start(toml: &str) -> Self {
+        let config = Config::parse(toml).expect("test config is valid");
+        Self::start_with(config).await
+    }
+
+    /// Starts the server with a parsed config.
+    pub async fn start_with(config: Config) -> Self {
+        let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // Bound to all of 127.0.0.0/8 so tests can connect from 127.0.0.2 (untrusted).
+        let proxy = TcpListener::bind("0.0.0.0:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addrs = (
+            tls.local_addr().unwrap(),
+            SocketAddr::from(([127, 0, 0, 1], proxy.local_addr().unwrap().port())),
+            admin.local_addr().unwrap(),
+        );
+        let clock = Arc::new(ManualClock::new(T0));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let listeners = Listeners {
+            tls,
+            proxy: Some(proxy),
+            admin: Some(admin),
+        };
+        let c = clock.clone();
+        let task = tokio::spawn(async move {
+            certgate::run(config, listeners, c, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        Self {
+            tls: addrs.0,
+            proxy: addrs.1,
+            admin: addrs.2,
+            clock,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// A client for the TLS listener presenting `cert` (a dev PKI name such as
+    /// "client1", or None).
+    pub fn tls(&self, cert: Option<&str>) -> Client {
+        Client {
+            target: Target::Tls(self.tls, cert.map(str::to_owned), false),
+        }
+    }
+
+    /// A plain-HTTP client for the proxy listener, connecting from `source` (127.0.0.1 is
+    /// a trusted proxy in the default config; 127.0.0.2 is not).
+    pub fn proxy_from(&self, source: [u8; 4]) -> Client {
+        Client {
+            target: Target::Plain(self.proxy, Some(source)),
+        }
+    }
+
+    /// A plain-HTTP client for the admin listener.
+    pub fn admin(&self) -> Client {
+        Client {
+            target: Target::Plain(self.admin, None),
+        }
+    }
+
+    /// Graceful stop; waits for the server to finish.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Target {
+    Tls(SocketAddr, Option<String>, bool),
+    Plain(SocketAddr, Option<[u8; 4]>),
+}
+
+/// Sends requests over fresh connections.
+#[derive(Clone)]
+pub struct Client {
+    target: Target,
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// ALPN protocol used (TLS only).
+    pub version: http::Version,
+}
+
+impl Resp {
+    /// The body as JSON (panics if it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// A header as a string.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Reads one of the dev PKI's certificates.
+pub fn pem_cert(name: &str) -> CertificateDer<'static> {
+    CertificateDer::from_pem_file(Path::new("certs").join(format!("{name}.pem"))).unwrap()
+}
+
+/// The DER of a dev PKI certificate.
+pub fn der(name: &str) -> Vec<u8> {
+    pem_cert(name).as_ref().to_vec()
+}
+
+/// The `x5t#S256` of a dev PKI certificate, computed independently of certgate.
+pub fn thumbprint(name: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(der(name)))
+}
+
+/// A rustls client config trusting the dev CA, presenting `cert` if given.
+pub fn client_config(cert: Option<&str>, alpn: &[&[u8]]) -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pem_cert("ca")).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut config = match cert {
+        Some(name) => {
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_file_iter(format!("certs/{name}.pem"))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+            let key = PrivateKeyDer::from_pem_file(format!("certs/{name}-key.pem")).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
+impl Client {
+    /// Same client over HTTP/2 (ALPN h2).
+    pub fn h2(&self) -> Client {
+        let mut c = self.clone();
+        if let Target::Tls(a, cert, _) = &self.target {
+            c.target = Target::Tls(*a, cert.clone(), true);
+        }
+        c
+    }
+
+    /// GET `path`.
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        self.send(Method::GET, path, headers, None).await
+    }
+
+    /// POST a JSON body.
+    pub async fn post_json(&self, path: &str, headers: &[(&str, &str)], body: &Value) -> Resp {
+        let mut h = headers.to_vec();
+        h.push(("content-type", "application/json"));
+        self.send(Method::POST, path, &h, Some(body.to_string().into_bytes()))
+            .await
+    }
+
+    /// Any request.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Resp {
+        let mut req = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let host = match &self.target {
+            Target::Tls(a, ..) | Target::Plain(a, _) => a.to_string(),
+        };
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            req = req.header("host", host);
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .unwrap();
+        match &self.target {
+            Target::Tls(addr, cert, h2) => {
+                let alpn: &[&[u8]] = if *h2 { &[b"h2"] } else { &[b"http/1.1"] };
+                let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(
+                    cert.as_deref(),
+                    alpn,
+                )));
+                let tcp = TcpStream::connect(addr).await.unwrap();
+                let tls = connector
+                    .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                    .await
+                    .expect("TLS handshake");
+                if *h2 {
+                    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+                        hyper_util::rt::TokioExecutor::new(),
+                        TokioIo::new(tls),
+                    )
+                    .await
+                    .unwrap();
+                    tokio::spawn(conn);
+                    collect(sender.send_request(req).await.unwrap()).await
+                } else {
+                    let (mut sender, conn) =
+                        hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                            .await
+                            .unwrap();
+                    tokio::spawn(conn);
+                    collect(sender.send_request(req).await.unwrap()).await
+                }
+            }
+            Target::Plain(addr, source) => {
+                let tcp = match source {
+                    Some(ip) => {
+                        let s = TcpSocket::new_v4().unwrap();
+                        s.bind(SocketAddr::from((*ip, 0))).unwrap();
+                        s.connect(*addr).await.unwrap()
+                    }
+                    None => TcpStream::connect(addr).await.unwrap(),
+                };
+                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                collect(sender.send_request(req).await.unwrap()).await
+            }
+        }
+    }
+}
+
+async fn collect(resp: http::Response<hyper::body::Incoming>) -> Resp {
+    let (parts, body) = resp.into_parts();
+    Resp {
+        status: parts.status,
+        headers: parts.headers,
+        version: parts.version,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+/// Registers a client over TLS with `cert`, asserting 201; returns the response JSON.
+pub async fn register(server: &Server, cert: Option<&str>, body: Value) -> Value {
+    let r = server.tls(cert).post_json("/register", &[], &body).await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "{:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+    r.json()
+}
+
+/// `Authorization: Bearer` header value.
+pub fn bearer(token: &Value) -> String {
+    format!("Bearer {}", token.as_str().unwrap())
+}
