@@ -43,7 +43,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let tls = tls::Tls::load(&config.tls)?;
-    let app = Arc::new(App::new(config, tls, clock));
+    let app = Arc::new(App::new(config, tls, clock)?);
     server::serve(app, listeners, shutdown).await;
     Ok(())
 }

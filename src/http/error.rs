@@ -103,6 +103,9 @@ impl From<registry::Error> for ApiError {
             E::UnsupportedGrantType(d) => {
                 Self::new(StatusCode::BAD_REQUEST, "unsupported_grant_type", d)
             }
+            E::UnauthorizedClient(d) => {
+                Self::new(StatusCode::BAD_REQUEST, "unauthorized_client", d)
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 mod discovery;
 pub mod error;
 mod register;
+mod token;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -70,18 +71,22 @@ pub struct Ctx<'a> {
 
 impl App {
     /// Builds the application state from a validated config.
-    pub fn new(config: Config, tls: Tls, clock: Arc<dyn crate::clock::Clock>) -> Self {
-        let registry = Registry::new(crate::registry::Settings::from_config(&config), clock);
+    pub fn new(
+        config: Config,
+        tls: Tls,
+        clock: Arc<dyn crate::clock::Clock>,
+    ) -> Result<Self, String> {
+        let registry = Registry::from_config(&config, clock)?;
         let proxy_header = config.proxy.header_name();
         let discovery = Bytes::from(discovery::document(&config));
-        Self {
+        Ok(Self {
             config,
             registry,
             tls,
             metrics: Metrics::new(),
             proxy_header,
             discovery,
-        }
+        })
     }
 }
 
@@ -149,6 +154,18 @@ async fn route(
         "/register" => {
             only(method, &[Method::POST], "POST")?;
             register::register(ctx, req).await
+        }
+        "/token" => {
+            only(method, &[Method::POST], "POST")?;
+            token::token(ctx, req).await
+        }
+        "/introspect" => {
+            only(method, &[Method::POST], "POST")?;
+            token::introspect(ctx, req).await
+        }
+        "/revoke" => {
+            only(method, &[Method::POST], "POST")?;
+            token::revoke(ctx, req).await
         }
         "/.well-known/oauth-authorization-server" => {
             only(method, &[Method::GET, Method::HEAD], "GET, HEAD")?;

@@ -6,6 +6,7 @@ use hyper::body::Incoming;
 
 use super::error::ApiError;
 use super::{bearer, json_object, json_response, Body, Ctx};
+use crate::config::RegistrationAuth;
 use crate::registry::{ManageOp, Outcome};
 use crate::secret;
 
@@ -16,9 +17,31 @@ pub async fn register(
 ) -> Result<Response<Body>, ApiError> {
     let cert = ctx.cert(req.headers())?;
     let registry = &ctx.app.registry;
-    registry.authorize_registration(cert.as_deref(), false)?;
-    let body = json_object(req, ctx.app.config.registration.max_body_bytes).await?;
-    let resp = registry.register(body, cert.as_deref())?;
+    let accepts_token = registry
+        .settings()
+        .authentication
+        .contains(&RegistrationAuth::InitialAccessToken);
+    let initial = match bearer(req.headers())? {
+        Some(token) if accepts_token => {
+            Some(registry.begin_initial_access(token, cert.as_deref())?)
+        }
+        _ => None,
+    };
+    let result = async {
+        registry.authorize_registration(cert.as_deref(), initial.is_some())?;
+        let body = json_object(req, ctx.app.config.registration.max_body_bytes).await?;
+        Ok::<_, ApiError>(registry.register(body, cert.as_deref())?)
+    }
+    .await;
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(e) => {
+            if let Some(used) = initial {
+                registry.refund_initial_access(used);
+            }
+            return Err(e);
+        }
+    };
     ctx.app.metrics.registrations.inc();
     ctx.client_id = Some(resp.client_id.clone());
     Ok(json_response(StatusCode::CREATED, &resp, true))
@@ -46,10 +69,21 @@ pub async fn manage(
         _ => ManageOp::Delete,
     };
     let rotates = !matches!(op, ManageOp::Delete);
-    let outcome = ctx
-        .app
-        .registry
-        .manage_self(client_id, &token, cert.as_deref(), op)?;
+    let registry = &ctx.app.registry;
+    let outcome = if registry.is_registration_token(&token) {
+        registry.manage_self(client_id, &token, cert.as_deref(), op)?
+    } else {
+        // Not a registration token: it must be an access token with the dcrm scope.
+        let access = registry.access_token(&token, cert.as_deref())?;
+        let scope = &registry.settings().dcrm_scope;
+        if !access.has_scope(scope) {
+            return Err(crate::registry::Error::InsufficientScope(format!(
+                "managing clients needs a registration access token or scope {scope:?}"
+            ))
+            .into());
+        }
+        registry.manage_admin(client_id, op)?
+    };
     Ok(respond(ctx, outcome, rotates))
 }
 

@@ -68,7 +68,7 @@ impl Registry {
         if owner != client_id {
             // RFC 7592 §2.1: an unknown client means the token SHOULD be revoked. A
             // token of another existing client is merely not valid here (SPEC §6a.6).
-            if !self.clients.contains_key(client_id) {
+            if !self.clients.contains_key(client_id) && !self.is_static(client_id) {
                 self.revoke_registration_token(&owner, &digest);
             }
             return Err(invalid_token("the token is not valid for this client"));

@@ -9,8 +9,10 @@
 //! round, and no guard ever lives across an `.await` (this module has none). Rotation happens
 //! under the client's shard lock, which is what makes it atomic (see `management`).
 
+mod client_auth;
 mod management;
 mod registration;
+mod tokens;
 
 use std::sync::Arc;
 
@@ -23,7 +25,9 @@ use crate::identity::ClientCertificate;
 use crate::metadata::{ClientMetadata, MetadataError, Policy};
 use crate::secret::Digest;
 
+pub use client_auth::{Authenticated, ClientCredentials};
 pub use management::{ManageOp, Outcome};
+pub use tokens::{AccessToken, InitialUse, Introspection, TokenGrant};
 
 /// A domain failure; `http::error` maps each to its RFC error code and status, once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +50,8 @@ pub enum Error {
     InvalidScope(String),
     /// 400 `unsupported_grant_type`.
     UnsupportedGrantType(String),
+    /// 400 `unauthorized_client`.
+    UnauthorizedClient(String),
 }
 
 impl From<MetadataError> for Error {
@@ -67,6 +73,10 @@ pub struct Settings {
     pub rotation_grace: u64,
     pub rotate_client_secret: bool,
     pub require_same_certificate: bool,
+    pub dcrm_scope: String,
+    pub initial_access_scope: String,
+    pub initial_access_token_uses: u32,
+    pub access_token_ttl: u64,
 }
 
 impl Settings {
@@ -90,6 +100,10 @@ impl Settings {
             rotation_grace: c.management.rotation_grace.as_secs(),
             rotate_client_secret: c.management.rotate_client_secret,
             require_same_certificate: c.management.require_same_certificate,
+            dcrm_scope: c.management.dcrm_scope.clone(),
+            initial_access_scope: c.registration.initial_access_scope.clone(),
+            initial_access_token_uses: c.registration.initial_access_token_uses,
+            access_token_ttl: c.tokens.access_token_ttl.as_secs(),
         }
     }
 }
@@ -133,12 +147,26 @@ pub struct Grace {
 pub enum TokenRecord {
     /// A registration access token of this client (current, or just replaced in grace).
     Registration { client_id: String },
+    /// An access token from `/token`.
+    Access(AccessToken),
+}
+
+/// A statically configured client (`[[clients]]`): never in `clients`, never managed.
+#[derive(Debug, Clone)]
+pub struct StaticClient {
+    /// Its authentication rules, in the same form registered clients have.
+    pub metadata: ClientMetadata,
+    /// Digest of its secret, for secret-based methods.
+    pub secret: Option<Digest>,
+    /// May introspect and revoke any token (SPEC §6a.9).
+    pub introspect: bool,
 }
 
 /// The registry of dynamically registered clients.
 pub struct Registry {
     clients: DashMap<String, Client>,
     tokens: DashMap<Digest, TokenRecord>,
+    statics: std::collections::HashMap<String, StaticClient>,
     settings: Settings,
     clock: Arc<dyn Clock>,
 }
@@ -197,9 +225,26 @@ impl Registry {
         Self {
             clients: DashMap::new(),
             tokens: DashMap::new(),
+            statics: std::collections::HashMap::new(),
             settings,
             clock,
         }
+    }
+
+    /// A registry with the config's static clients.
+    pub fn from_config(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, String> {
+        let mut registry = Self::new(Settings::from_config(config), clock);
+        for (i, c) in config.clients.iter().enumerate() {
+            let client = client_auth::static_client(c)
+                .map_err(|e| format!("clients[{i}] ({}): {e}", c.client_id))?;
+            registry.statics.insert(c.client_id.clone(), client);
+        }
+        Ok(registry)
+    }
+
+    /// Whether `client_id` names a statically configured client.
+    pub fn is_static(&self, client_id: &str) -> bool {
+        self.statics.contains_key(client_id)
     }
 
     /// The domain settings.

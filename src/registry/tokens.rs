@@ -1,0 +1,326 @@
+//! Access tokens: issue (client_credentials), validate, introspect, revoke, and the
+//! initial access tokens that authorize registration (SPEC §5, §6a.8, §6a.21).
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde::Serialize;
+
+use super::{Authenticated, Error, Registry, TokenRecord};
+use crate::identity::ClientCertificate;
+use crate::secret::{self, Digest};
+
+/// An access token's record (the token itself is only its digest, the map key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessToken {
+    pub client_id: String,
+    /// Space-separated granted scope.
+    pub scope: String,
+    pub iat: u64,
+    pub exp: u64,
+    /// `cnf.x5t#S256`: the SHA-256 of the certificate the token is bound to.
+    pub cnf: Option<[u8; 32]>,
+    /// Issued to a registered client: it dies with the client.
+    pub dynamic: bool,
+    /// For an initial access token: registrations it may still authorize.
+    pub uses_left: Option<u32>,
+}
+
+impl AccessToken {
+    /// Whether the granted scope includes `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scope.split(' ').any(|s| s == scope)
+    }
+}
+
+/// The `/token` success body (RFC 6749 §5.1).
+#[derive(Debug, Serialize)]
+pub struct TokenGrant {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// The `/introspect` body (RFC 7662 §2.2).
+#[derive(Debug, Serialize)]
+pub struct Introspection {
+    pub active: bool,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub details: Option<IntrospectionDetails>,
+}
+
+/// The fields of an active token.
+#[derive(Debug, Serialize)]
+pub struct IntrospectionDetails {
+    pub scope: String,
+    pub client_id: String,
+    pub token_type: &'static str,
+    pub exp: u64,
+    pub iat: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<serde_json::Value>,
+}
+
+/// An initial access token taken for one registration; give it back if that fails.
+#[derive(Debug)]
+pub struct InitialUse {
+    digest: Digest,
+    consumed: bool,
+}
+
+// === impl Registry ===
+
+impl Registry {
+    /// `grant_type=client_credentials` (RFC 6749 §4.4) for an authenticated client.
+    pub fn issue_token(
+        &self,
+        client: &Authenticated,
+        grant_type: Option<&str>,
+        scope: Option<&str>,
+        cert: Option<&ClientCertificate>,
+    ) -> Result<TokenGrant, Error> {
+        match grant_type {
+            None => return Err(Error::InvalidRequest("grant_type is required".into())),
+            Some("client_credentials") => {}
+            Some(other) => {
+                return Err(Error::UnsupportedGrantType(format!(
+                    "grant_type {other:?} is not supported (supported: client_credentials)"
+                )))
+            }
+        }
+        if !client
+            .metadata
+            .grant_types
+            .iter()
+            .any(|g| g == "client_credentials")
+        {
+            return Err(Error::UnauthorizedClient(
+                "the client is not registered for the client_credentials grant".into(),
+            ));
+        }
+        let registered: Vec<&str> = client.metadata.scope_tokens().collect();
+        let granted: Vec<&str> = match scope {
+            None => registered.clone(),
+            Some(requested) => {
+                let mut out: Vec<&str> = Vec::new();
+                for s in requested.split(' ').filter(|s| !s.is_empty()) {
+                    if !registered.contains(&s) {
+                        return Err(Error::InvalidScope(format!(
+                            "scope {s:?} is not registered for this client"
+                        )));
+                    }
+                    if !out.contains(&s) {
+                        out.push(s);
+                    }
+                }
+                out
+            }
+        };
+        let granted = granted.join(" ");
+        let initial = granted == self.settings.initial_access_scope;
+        let bound_by_metadata =
+            client.metadata.tls_client_certificate_bound_access_tokens == Some(true);
+        let cnf = if initial {
+            // Handed to the registering client: never bound (SPEC §6a.8).
+            None
+        } else if client.via_certificate || bound_by_metadata {
+            match cert {
+                Some(c) => Some(c.sha256),
+                None => {
+                    return Err(Error::InvalidRequest(
+                        "this client's access tokens are certificate-bound: present the client certificate"
+                            .into(),
+                    ))
+                }
+            }
+        } else {
+            None
+        };
+        let token = secret::generate();
+        let now = self.now();
+        let ttl = self.settings.access_token_ttl;
+        self.tokens.insert(
+            secret::digest(&token),
+            TokenRecord::Access(AccessToken {
+                client_id: client.client_id.clone(),
+                scope: granted.clone(),
+                iat: now,
+                exp: now.saturating_add(ttl),
+                cnf,
+                dynamic: !client.is_static,
+                uses_left: initial.then_some(self.settings.initial_access_token_uses),
+            }),
+        );
+        Ok(TokenGrant {
+            access_token: token,
+            token_type: "Bearer",
+            expires_in: ttl,
+            scope: (!granted.is_empty()).then_some(granted),
+        })
+    }
+
+    /// Looks up an active access token (401 `invalid_token` otherwise), enforcing its
+    /// certificate binding (RFC 8705 §3).
+    pub fn access_token(
+        &self,
+        token: &str,
+        cert: Option<&ClientCertificate>,
+    ) -> Result<AccessToken, Error> {
+        let invalid = |why: &str| Error::InvalidToken(why.to_owned());
+        let record = match self
+            .tokens
+            .get(&secret::digest(token))
+            .map(|r| r.value().clone())
+        {
+            Some(TokenRecord::Access(t)) => t,
+            _ => return Err(invalid("unknown, expired or revoked token")),
+        };
+        if !self.active(&record) {
+            return Err(invalid("unknown, expired or revoked token"));
+        }
+        if let Some(bound) = record.cnf {
+            if !cert.is_some_and(|c| c.sha256 == bound) {
+                return Err(invalid(
+                    "the token is bound to a different client certificate",
+                ));
+            }
+        }
+        Ok(record)
+    }
+
+    fn active(&self, t: &AccessToken) -> bool {
+        self.now() < t.exp
+            && t.uses_left != Some(0)
+            && (!t.dynamic || self.clients.contains_key(&t.client_id))
+    }
+
+    /// Whether `token` is a registration access token (as opposed to an access token).
+    pub fn is_registration_token(&self, token: &str) -> bool {
+        matches!(
+            self.tokens.get(&secret::digest(token)).as_deref(),
+            Some(TokenRecord::Registration { .. })
+        )
+    }
+
+    /// Takes one use of an initial access token (or checks a wider token that includes the
+    /// initial access scope, which is not consumed; SPEC §6a.21).
+    pub fn begin_initial_access(
+        &self,
+        token: &str,
+        cert: Option<&ClientCertificate>,
+    ) -> Result<InitialUse, Error> {
+        let record = self.access_token(token, cert)?;
+        if !record.has_scope(&self.settings.initial_access_scope) {
+            return Err(Error::InsufficientScope(format!(
+                "registration needs a token with scope {:?}",
+                self.settings.initial_access_scope
+            )));
+        }
+        let digest = secret::digest(token);
+        if record.uses_left.is_none() {
+            return Ok(InitialUse {
+                digest,
+                consumed: false,
+            });
+        }
+        // Decrement under the shard lock: two registrations cannot share the last use.
+        let taken = match self.tokens.get_mut(&digest).as_deref_mut() {
+            Some(TokenRecord::Access(AccessToken {
+                uses_left: Some(n), ..
+            })) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        };
+        if !taken {
+            return Err(Error::InvalidToken(
+                "the initial access token has been used".into(),
+            ));
+        }
+        Ok(InitialUse {
+            digest,
+            consumed: true,
+        })
+    }
+
+    /// Gives a use back after a registration that failed (SPEC §6a.3).
+    pub fn refund_initial_access(&self, used: InitialUse) {
+        if !used.consumed {
+            return;
+        }
+        if let Some(TokenRecord::Access(AccessToken {
+            uses_left: Some(n), ..
+        })) = self.tokens.get_mut(&used.digest).as_deref_mut()
+        {
+            *n += 1;
+        }
+    }
+
+    /// RFC 7662: what `caller` may learn about `token`.
+    pub fn introspect(&self, caller: &Authenticated, token: &str) -> Introspection {
+        let record = match self
+            .tokens
+            .get(&secret::digest(token))
+            .map(|r| r.value().clone())
+        {
+            Some(TokenRecord::Access(t)) => t,
+            _ => {
+                return Introspection {
+                    active: false,
+                    details: None,
+                }
+            }
+        };
+        let allowed = caller.introspect || caller.client_id == record.client_id;
+        if !allowed || !self.active(&record) {
+            return Introspection {
+                active: false,
+                details: None,
+            };
+        }
+        Introspection {
+            active: true,
+            details: Some(IntrospectionDetails {
+                scope: record.scope,
+                client_id: record.client_id,
+                token_type: "Bearer",
+                exp: record.exp,
+                iat: record.iat,
+                cnf: record
+                    .cnf
+                    .map(|t| serde_json::json!({ "x5t#S256": URL_SAFE_NO_PAD.encode(t) })),
+            }),
+        }
+    }
+
+    /// RFC 7009: revokes `token` if `caller` may; unknown tokens are not an error.
+    pub fn revoke(&self, caller: &Authenticated, token: &str) -> Result<(), Error> {
+        let digest = secret::digest(token);
+        let owner = match self.tokens.get(&digest).as_deref() {
+            Some(TokenRecord::Access(t)) => t.client_id.clone(),
+            _ => return Ok(()),
+        };
+        if !caller.introspect && caller.client_id != owner {
+            return Err(Error::UnauthorizedClient(
+                "the token was not issued to this client".into(),
+            ));
+        }
+        self.tokens.remove(&digest);
+        Ok(())
+    }
+
+    /// Drops expired access tokens and spent initial access tokens. (Tokens of deleted
+    /// clients are already dead and go when they expire: looking at `clients` from inside
+    /// `tokens.retain` would invert the lock order.)
+    pub fn prune_tokens(&self) -> usize {
+        let now = self.now();
+        let before = self.tokens.len();
+        self.tokens.retain(|_, r| match r {
+            TokenRecord::Access(t) => now < t.exp && t.uses_left != Some(0),
+            TokenRecord::Registration { .. } => true,
+        });
+        before.saturating_sub(self.tokens.len())
+    }
+}
