@@ -11,6 +11,7 @@
 //! - `metadata`     — RFC 7591 / RFC 8705 client metadata parsed into valid types
 //! - `cert_match`   — does a certificate satisfy declared subject DN / SAN / jwks
 //! - `registry`     — the domain: registration, binding, rotation (`registry::management`)
+//! - `store`        — durability: journal with group commit, snapshots, recovery
 //! - `secret`       — random credentials and their digests
 //! - `clock`        — injectable time
 //! - `metrics`      — Prometheus counters for the admin listener
@@ -26,6 +27,7 @@ pub mod proxy_header;
 pub mod registry;
 pub mod secret;
 pub mod server;
+pub mod store;
 pub mod tls;
 
 use std::future::Future;

@@ -83,6 +83,7 @@ pub async fn serve(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Ou
     }
     #[cfg(unix)]
     tasks.spawn(reload_on_sighup(app.clone(), stop_rx.clone()));
+    tasks.spawn(snapshot_periodically(app.clone(), stop_rx.clone()));
 
     shutdown.await;
     tracing::info!("shutting down: no new connections, draining open ones");
@@ -91,6 +92,40 @@ pub async fn serve(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Ou
     let drained = tokio::time::timeout(limits.drain_timeout, slots.acquire_many(max as u32)).await;
     if drained.is_err() {
         tracing::warn!("drain timeout passed with connections still open; closing them");
+    }
+    snapshot(&app).await;
+}
+
+async fn snapshot_periodically(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let every = app.config.store.snapshot_interval;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => snapshot(&app).await,
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Writes a snapshot off the runtime threads (requests keep being served meanwhile).
+async fn snapshot(app: &Arc<App>) {
+    let app = app.clone();
+    let started = std::time::Instant::now();
+    match tokio::task::spawn_blocking(move || app.registry.snapshot()).await {
+        Ok(Ok(Some(s))) => tracing::info!(
+            generation = s.generation,
+            clients = s.clients,
+            tokens = s.tokens,
+            bytes = s.bytes,
+            ms = started.elapsed().as_millis() as u64,
+            "snapshot written"
+        ),
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "snapshot failed; the journal keeps every change")
+        }
+        Err(e) => tracing::error!(error = %e, "snapshot task failed"),
     }
 }
 

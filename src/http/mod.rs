@@ -105,10 +105,21 @@ pub async fn handle(
         cert: None,
     };
     let path = req.uri().path().to_owned();
-    let resp = match route(&mut ctx, &path, req).await {
+    let seq = app.registry.journal_seq();
+    let mut resp = match route(&mut ctx, &path, req).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     };
+    // Nothing is acknowledged before it is durable (SPEC §7).
+    if let Err(e) = app.registry.sync_since(seq).await {
+        tracing::error!(error = %e, "storage failure");
+        resp = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the change could not be made durable",
+        )
+        .into_response();
+    }
     app.metrics.observe(resp.status());
     let thumbprint = match &ctx.cert {
         Some(Some(c)) => c.thumbprint.as_str(),

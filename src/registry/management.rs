@@ -15,6 +15,7 @@ use crate::cert_match;
 use crate::identity::ClientCertificate;
 use crate::metadata::{ClientMetadata, MetadataError};
 use crate::secret::{self, Digest};
+use crate::store::Change;
 
 /// A management operation (RFC 7592 §2.1-§2.3).
 #[derive(Debug)]
@@ -121,10 +122,8 @@ impl Registry {
 
         // --- no refusal below this line: mutate ---
         if let ManageOp::Delete = op {
-            let removed = client.clone();
             drop(client);
-            self.clients.remove(client_id);
-            self.forget_tokens(&removed);
+            self.delete(client_id);
             return Ok(Outcome::Deleted);
         }
 
@@ -132,6 +131,7 @@ impl Registry {
             Presented::Replaced => {
                 // Same successor again; a replayed PUT applies its body again.
                 let mut secret = client.grace.as_ref().and_then(|g| g.secret.clone());
+                let update_applied = update.is_some();
                 if let Some(update) = update {
                     if let Some(new) = apply_update(&mut client, update.metadata, &fresh) {
                         secret = Some(new.clone());
@@ -141,6 +141,9 @@ impl Registry {
                     }
                 }
                 let token = client.grace.as_ref().map(|g| g.token.clone());
+                if update_applied {
+                    self.persist(|| Self::client_change(client_id, &client));
+                }
                 self.response(client_id, &client, now, token, secret)
             }
             Presented::Current => {
@@ -149,6 +152,7 @@ impl Registry {
                     self.tokens.remove(&old.replaced);
                 }
                 let mut new_secret = None;
+                let changed = update.is_some();
                 if let Some(update) = update {
                     new_secret = apply_update(&mut client, update.metadata, &fresh);
                 }
@@ -162,6 +166,7 @@ impl Registry {
                     client.reg_token = RegToken {
                         digest: fresh.token_digest,
                         issued_at: now,
+                        revoked: false,
                     };
                     self.tokens.insert(
                         fresh.token_digest,
@@ -181,6 +186,9 @@ impl Registry {
                     }
                     (fresh.token, now)
                 };
+                if changed || !s.reuse_registration_access_token || new_secret.is_some() {
+                    self.persist(|| Self::client_change(client_id, &client));
+                }
                 let mut r = self.response(client_id, &client, now, Some(token), new_secret);
                 r.registration_access_token_expires_in = Some(
                     issued_at
@@ -209,16 +217,15 @@ impl Registry {
             )));
         };
         if delete {
-            let removed = client.clone();
             drop(client);
-            self.clients.remove(client_id);
-            self.forget_tokens(&removed);
+            self.delete(client_id);
             return Ok(Outcome::Deleted);
         }
         let mut secret = None;
         if let Some(update) = update {
             check_update_against(&client, &update, None, false)?;
             secret = apply_update(&mut client, update.metadata, &fresh);
+            self.persist(|| Self::client_change(client_id, &client));
         }
         Ok(Outcome::Client(
             self.response(client_id, &client, now, None, secret),
@@ -266,20 +273,31 @@ impl Registry {
         })
     }
 
-    /// Removes `digest` from the index when it belongs to `owner` (RFC 7592 §2.1).
+    /// Revokes `owner`'s registration token `digest` (RFC 7592 §2.1), durably.
     fn revoke_registration_token(&self, owner: &str, digest: &Digest) {
+        if let Some(mut client) = self.clients.get_mut(owner) {
+            if client.reg_token.digest == *digest {
+                client.reg_token.revoked = true;
+                self.persist(|| Self::client_change(owner, &client));
+            }
+        }
         self.tokens.remove_if(
             digest,
             |_, r| matches!(r, TokenRecord::Registration { client_id } if client_id == owner),
         );
     }
 
-    /// Drops every index entry of a deleted client's registration tokens. Its access
+    /// Deletes a client and the index entries of its registration tokens. Its access
     /// tokens die because they are checked against the live client on use.
-    fn forget_tokens(&self, client: &Client) {
-        self.tokens.remove(&client.reg_token.digest);
-        if let Some(g) = &client.grace {
-            self.tokens.remove(&g.replaced);
+    fn delete(&self, client_id: &str) {
+        if let Some((_, client)) = self.clients.remove(client_id) {
+            self.persist(|| Change::Delete {
+                id: client_id.to_owned(),
+            });
+            self.tokens.remove(&client.reg_token.digest);
+            if let Some(g) = &client.grace {
+                self.tokens.remove(&g.replaced);
+            }
         }
     }
 

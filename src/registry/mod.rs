@@ -24,6 +24,8 @@ use crate::config::Config;
 use crate::identity::ClientCertificate;
 use crate::metadata::{ClientMetadata, MetadataError, Policy};
 use crate::secret::Digest;
+use crate::store::journal::Journal;
+use crate::store::{self, Change, StoreError, StoredClient, StoredToken};
 
 pub use client_auth::{Authenticated, ClientCredentials};
 pub use management::{ManageOp, Outcome};
@@ -131,6 +133,9 @@ pub struct Client {
 pub struct RegToken {
     pub digest: Digest,
     pub issued_at: u64,
+    /// Revoked by use on an unknown client's URI (RFC 7592 §2.1); kept so a restart does
+    /// not bring it back.
+    pub revoked: bool,
 }
 
 /// What a client whose rotation response was lost gets again.
@@ -169,6 +174,25 @@ pub struct Registry {
     statics: std::collections::HashMap<String, StaticClient>,
     settings: Settings,
     clock: Arc<dyn Clock>,
+    /// Present when `store.data_dir` is set.
+    store: Option<Store>,
+}
+
+/// The journal and the generation bookkeeping of snapshots.
+struct Store {
+    journal: Journal,
+    dir: std::path::PathBuf,
+    // Serializes snapshots; held only by the (blocking) snapshot task.
+    generation: std::sync::Mutex<u64>,
+}
+
+/// What one snapshot wrote.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotStats {
+    pub generation: u64,
+    pub bytes: u64,
+    pub clients: usize,
+    pub tokens: usize,
 }
 
 /// The body of a registration or management response (RFC 7591 §3.2.1, RFC 7592 §3).
@@ -222,12 +246,14 @@ impl Fresh {
 impl Registry {
     /// An empty registry.
     pub fn new(settings: Settings, clock: Arc<dyn Clock>) -> Self {
+        // Many shards keep each shard's lock short, also while a snapshot copies it.
         Self {
-            clients: DashMap::new(),
-            tokens: DashMap::new(),
+            clients: DashMap::with_shard_amount(64),
+            tokens: DashMap::with_shard_amount(64),
             statics: std::collections::HashMap::new(),
             settings,
             clock,
+            store: None,
         }
     }
 
@@ -239,7 +265,181 @@ impl Registry {
                 .map_err(|e| format!("clients[{i}] ({}): {e}", c.client_id))?;
             registry.statics.insert(c.client_id.clone(), client);
         }
+        let dir = &config.store.data_dir;
+        if !dir.as_os_str().is_empty() {
+            let started = std::time::Instant::now();
+            let generation =
+                store::snapshot::recover(dir, |change| registry.apply(change)).map_err(|e| e.0)?;
+            let pruned = registry.prune_on_load();
+            tracing::info!(
+                dir = %dir.display(),
+                clients = registry.clients.len(),
+                tokens = registry.tokens.len(),
+                pruned,
+                ms = started.elapsed().as_millis() as u64,
+                "registry restored"
+            );
+            registry.store = Some(Store {
+                journal: Journal::open(dir, generation).map_err(|e| e.0)?,
+                dir: dir.clone(),
+                generation: std::sync::Mutex::new(generation),
+            });
+        }
         Ok(registry)
+    }
+
+    /// Queues `change` for the journal (no-op without a data dir). Call it while the state
+    /// it describes is still locked.
+    fn persist(&self, change: impl FnOnce() -> Change) {
+        if let Some(store) = &self.store {
+            store.journal.append(&change());
+        }
+    }
+
+    /// The journal record of a client's current state.
+    fn client_change(client_id: &str, client: &Client) -> Change {
+        Change::Client {
+            id: client_id.to_owned(),
+            client: Box::new(StoredClient {
+                issued_at: client.issued_at,
+                metadata: client.metadata.clone(),
+                secret: client.secret,
+                bound: client.bound,
+                reg_token: client.reg_token.digest,
+                reg_token_issued_at: client.reg_token.issued_at,
+                reg_token_revoked: client.reg_token.revoked,
+            }),
+        }
+    }
+
+    /// The journal's last sequence number (0 without a data dir): compare it before and
+    /// after a request to know whether anything was appended meanwhile.
+    pub fn journal_seq(&self) -> u64 {
+        self.store.as_ref().map_or(0, |s| s.journal.last_seq())
+    }
+
+    /// Waits until every change made so far is durable, if anything was appended since
+    /// `seq` (immediately without a data dir).
+    pub async fn sync_since(&self, seq: u64) -> Result<(), StoreError> {
+        match &self.store {
+            Some(store) if store.journal.last_seq() != seq => store.journal.sync().await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Replays one recovered change.
+    fn apply(&self, change: Change) {
+        match change {
+            Change::Client { id, client: c } => {
+                let c = *c;
+                if let Some(old) = self.clients.get(&id) {
+                    self.tokens.remove(&old.reg_token.digest);
+                }
+                if !c.reg_token_revoked {
+                    self.tokens.insert(
+                        c.reg_token,
+                        TokenRecord::Registration {
+                            client_id: id.clone(),
+                        },
+                    );
+                }
+                self.clients.insert(
+                    id,
+                    Client {
+                        issued_at: c.issued_at,
+                        metadata: c.metadata,
+                        secret: c.secret,
+                        bound: c.bound,
+                        reg_token: RegToken {
+                            digest: c.reg_token,
+                            issued_at: c.reg_token_issued_at,
+                            revoked: c.reg_token_revoked,
+                        },
+                        grace: None,
+                    },
+                );
+            }
+            Change::Delete { id } => {
+                if let Some((_, old)) = self.clients.remove(&id) {
+                    self.tokens.remove(&old.reg_token.digest);
+                }
+            }
+            Change::Token { digest, token } => {
+                self.tokens
+                    .insert(digest, TokenRecord::Access(token.into()));
+            }
+            Change::Revoke { digest } => {
+                self.tokens.remove(&digest);
+            }
+        }
+    }
+
+    /// Drops what is dead after a restart: expired or spent access tokens and tokens of
+    /// deleted clients.
+    fn prune_on_load(&self) -> usize {
+        let now = self.now();
+        let dead: Vec<Digest> = self
+            .tokens
+            .iter()
+            .filter_map(|e| match e.value() {
+                TokenRecord::Access(t)
+                    if now >= t.exp
+                        || t.uses_left == Some(0)
+                        || (t.dynamic && !self.clients.contains_key(&t.client_id)) =>
+                {
+                    Some(*e.key())
+                }
+                _ => None,
+            })
+            .collect();
+        for d in &dead {
+            self.tokens.remove(d);
+        }
+        dead.len()
+    }
+
+    /// Writes a snapshot and drops the journals it covers. Blocking: run it off the
+    /// async runtime. Writes continue meanwhile.
+    pub fn snapshot(&self) -> Result<Option<SnapshotStats>, StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        let mut generation = match store.generation.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let next = *generation + 1;
+        // From here on new changes go to journal `next`; the snapshot then contains at
+        // least everything in the journals before it.
+        store.journal.rotate(next)?;
+        *generation = next;
+        let mut clients = Vec::with_capacity(self.clients.len());
+        for shard in self.clients.iter() {
+            clients.push(Self::client_change(shard.key(), shard.value()));
+        }
+        let now = self.now();
+        let tokens: Vec<Change> = self
+            .tokens
+            .iter()
+            .filter_map(|e| match e.value() {
+                TokenRecord::Access(t) if now < t.exp && t.uses_left != Some(0) => {
+                    Some(Change::Token {
+                        digest: *e.key(),
+                        token: StoredToken::from(t),
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        let stats = SnapshotStats {
+            generation: next,
+            bytes: 0,
+            clients: clients.len(),
+            tokens: tokens.len(),
+        };
+        let bytes = store::snapshot::write(&store.dir, next, clients.into_iter().chain(tokens))?;
+        store::snapshot::remove_older(&store.dir, next);
+        Ok(Some(SnapshotStats { bytes, ..stats }))
     }
 
     /// Whether `client_id` names a statically configured client.

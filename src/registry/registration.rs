@@ -80,9 +80,13 @@ impl Registry {
             reg_token: RegToken {
                 digest: fresh.token_digest,
                 issued_at: now,
+                revoked: false,
             },
             grace: None,
         };
+        // Nobody can touch the new client before its response is out, so persisting
+        // after the insert keeps the journal in order.
+        self.persist(|| Self::client_change(&client_id, &client));
         self.clients.insert(client_id.clone(), client);
         self.tokens.insert(
             fresh.token_digest,

@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::{Authenticated, Error, Registry, TokenRecord};
 use crate::identity::ClientCertificate;
 use crate::secret::{self, Digest};
+use crate::store::{Change, StoredToken};
 
 /// An access token's record (the token itself is only its digest, the map key).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,18 +141,21 @@ impl Registry {
         let token = secret::generate();
         let now = self.now();
         let ttl = self.settings.access_token_ttl;
-        self.tokens.insert(
-            secret::digest(&token),
-            TokenRecord::Access(AccessToken {
-                client_id: client.client_id.clone(),
-                scope: granted.clone(),
-                iat: now,
-                exp: now.saturating_add(ttl),
-                cnf,
-                dynamic: !client.is_static,
-                uses_left: initial.then_some(self.settings.initial_access_token_uses),
-            }),
-        );
+        let record = AccessToken {
+            client_id: client.client_id.clone(),
+            scope: granted.clone(),
+            iat: now,
+            exp: now.saturating_add(ttl),
+            cnf,
+            dynamic: !client.is_static,
+            uses_left: initial.then_some(self.settings.initial_access_token_uses),
+        };
+        let digest = secret::digest(&token);
+        self.persist(|| Change::Token {
+            digest,
+            token: StoredToken::from(&record),
+        });
+        self.tokens.insert(digest, TokenRecord::Access(record));
         Ok(TokenGrant {
             access_token: token,
             token_type: "Bearer",
@@ -180,7 +184,7 @@ impl Registry {
             return Err(invalid("unknown, expired or revoked token"));
         }
         if let Some(bound) = record.cnf {
-            if !cert.is_some_and(|c| c.sha256 == bound) {
+            if cert.is_none_or(|c| c.sha256 != bound) {
                 return Err(invalid(
                     "the token is bound to a different client certificate",
                 ));
@@ -226,10 +230,12 @@ impl Registry {
         }
         // Decrement under the shard lock: two registrations cannot share the last use.
         let taken = match self.tokens.get_mut(&digest).as_deref_mut() {
-            Some(TokenRecord::Access(AccessToken {
-                uses_left: Some(n), ..
-            })) if *n > 0 => {
-                *n -= 1;
+            Some(TokenRecord::Access(t)) if t.uses_left.is_some_and(|n| n > 0) => {
+                t.uses_left = t.uses_left.map(|n| n - 1);
+                self.persist(|| Change::Token {
+                    digest,
+                    token: StoredToken::from(&*t),
+                });
                 true
             }
             _ => false,
@@ -250,11 +256,12 @@ impl Registry {
         if !used.consumed {
             return;
         }
-        if let Some(TokenRecord::Access(AccessToken {
-            uses_left: Some(n), ..
-        })) = self.tokens.get_mut(&used.digest).as_deref_mut()
-        {
-            *n += 1;
+        if let Some(TokenRecord::Access(t)) = self.tokens.get_mut(&used.digest).as_deref_mut() {
+            t.uses_left = t.uses_left.map(|n| n + 1);
+            self.persist(|| Change::Token {
+                digest: used.digest,
+                token: StoredToken::from(&*t),
+            });
         }
     }
 
@@ -308,6 +315,7 @@ impl Registry {
             ));
         }
         self.tokens.remove(&digest);
+        self.persist(|| Change::Revoke { digest });
         Ok(())
     }
 

@@ -309,3 +309,181 @@ pub async fn register(server: &Server, cert: Option<&str>, body: Value) -> Value
 pub fn bearer(token: &Value) -> String {
     format!("Bearer {}", token.as_str().unwrap())
 }
+
+// === helpers for the identity, proxy-header and HTTP tests ===
+
+/// The PEM text of a dev PKI certificate file.
+pub fn pem_text(name: &str) -> String {
+    std::fs::read_to_string(Path::new("certs").join(format!("{name}.pem"))).unwrap()
+}
+
+/// Hex SHA-256 of a dev PKI certificate's DER (the XFCC `Hash` form).
+pub fn hex_sha256(name: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(der(name))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The `certificate` member of a `GET /identity` answer, asserting 200 JSON first.
+pub fn identity_of(r: &Resp) -> Value {
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "GET /identity: {:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    r.json()["certificate"].clone()
+}
+
+/// The value of an unlabelled sample (e.g. `certgate_proxy_header_untrusted_total`) in
+/// Prometheus text; panics if the metric is missing.
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (n, v) = l.split_once(' ')?;
+            (n == name).then(|| v.trim().parse::<f64>().ok()).flatten()
+        })
+        .unwrap_or_else(|| panic!("metric {name} not in /metrics:\n{text}"))
+}
+
+/// Reads one unlabelled sample from the admin listener's `/metrics`.
+pub async fn admin_metric(server: &Server, name: &str) -> f64 {
+    let r = server.admin().get("/metrics", &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    metric_value(&String::from_utf8_lossy(&r.body), name)
+}
+
+// === helpers for the registration and management tests ===
+
+/// The `x-ssl-client-cert` value a trusted nginx sends for a dev PKI certificate
+/// (`$ssl_client_escaped_cert`: the PEM, percent-encoded).
+pub fn escaped_pem(name: &str) -> String {
+    let pem = std::fs::read_to_string(Path::new("certs").join(format!("{name}.pem"))).unwrap();
+    percent_encoding::utf8_percent_encode(&pem, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// Standard base64 of a dev PKI certificate's DER, as a JWK `x5c` entry holds it.
+pub fn x5c(name: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(der(name))
+}
+
+/// The number of registered clients `/healthz` reports (admin listener).
+pub async fn client_count(server: &Server) -> u64 {
+    let r = server.admin().get("/healthz", &[]).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "the server still answers /healthz"
+    );
+    r.json()["clients"]
+        .as_u64()
+        .expect("/healthz reports a clients count")
+}
+
+/// Asserts a JSON error answer: exact status, `error` code, `Content-Type: application/json`.
+pub fn assert_error(r: &Resp, status: StatusCode, error: &str) {
+    assert_eq!(
+        r.status,
+        status,
+        "body: {:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(
+        r.json()["error"],
+        error,
+        "body: {:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+}
+
+/// Asserts the caching headers every answer carrying a token or secret needs.
+pub fn assert_no_store(r: &Resp) {
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert_eq!(r.header("pragma"), Some("no-cache"));
+}
+
+impl Client {
+    /// PUT a JSON body.
+    pub async fn put_json(&self, path: &str, headers: &[(&str, &str)], body: &Value) -> Resp {
+        let mut h = headers.to_vec();
+        h.push(("content-type", "application/json"));
+        self.send(Method::PUT, path, &h, Some(body.to_string().into_bytes()))
+            .await
+    }
+
+    /// DELETE `path`.
+    pub async fn delete(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        self.send(Method::DELETE, path, headers, None).await
+    }
+}
+
+// === helpers for the token and dcrm tests ===
+
+/// Lower-case hex SHA-256 of a string (a static client's `client_secret_sha256`).
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// An `application/x-www-form-urlencoded` body; `params` may repeat a name.
+pub fn form_encode(params: &[(&str, &str)]) -> String {
+    let mut out = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        out.append_pair(k, v);
+    }
+    out.finish()
+}
+
+/// `Authorization: Basic` for client credentials: id and secret are form-encoded before
+/// they are joined and base64-encoded (RFC 6749 §2.3.1).
+pub fn basic_auth(client_id: &str, secret: &str) -> String {
+    use base64::Engine as _;
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let pair = format!("{}:{}", enc(client_id), enc(secret));
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
+/// Asserts an RFC 6750 bearer failure: exact status and `error`, JSON body, and a
+/// `WWW-Authenticate: Bearer` challenge naming the same error.
+pub fn assert_bearer_error(r: &Resp, status: StatusCode, error: &str) {
+    assert_error(r, status, error);
+    let challenge = r
+        .header("www-authenticate")
+        .unwrap_or_else(|| panic!("{status} without WWW-Authenticate"));
+    assert!(
+        challenge.starts_with("Bearer ") && challenge.contains(&format!("error=\"{error}\"")),
+        "WWW-Authenticate: {challenge}"
+    );
+}
+
+impl Client {
+    /// POST an `application/x-www-form-urlencoded` body.
+    pub async fn post_form(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        params: &[(&str, &str)],
+    ) -> Resp {
+        let mut h = headers.to_vec();
+        h.push(("content-type", "application/x-www-form-urlencoded"));
+        self.send(
+            Method::POST,
+            path,
+            &h,
+            Some(form_encode(params).into_bytes()),
+        )
+        .await
+    }
+}

@@ -1,0 +1,305 @@
+//! Snapshots and start-up recovery.
+//!
+//! A snapshot `snapshot-<gen>.snap` holds the state that every journal before generation
+//! `<gen>` produced (and possibly some changes of journal `<gen>` itself: it is taken while
+//! writes continue, which replay tolerates because records carry resulting states). It is
+//! written to a temporary file, fsynced, renamed, and the directory fsynced.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::frame::{self, Tail};
+use super::journal::{self, journal_path, sync_dir};
+use super::{Change, StoreError};
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    certgate_snapshot: u32,
+    generation: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Trailer {
+    end: u64,
+}
+
+/// The snapshot file name of generation `gen`.
+pub fn snapshot_path(dir: &Path, gen: u64) -> PathBuf {
+    dir.join(format!("snapshot-{gen:020}.snap"))
+}
+
+/// Writes `changes` as snapshot `gen` atomically; returns its size in bytes.
+pub fn write(
+    dir: &Path,
+    gen: u64,
+    changes: impl Iterator<Item = Change>,
+) -> Result<u64, StoreError> {
+    let path = snapshot_path(dir, gen);
+    let tmp = path.with_extension("snap.tmp");
+    let io = |e: std::io::Error| StoreError(format!("{}: {e}", tmp.display()));
+    let file = fs::File::create(&tmp).map_err(io)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut buf = Vec::with_capacity(4096);
+    let mut payload = Vec::with_capacity(4096);
+    let mut put = |value: &dyn erased::Ser, out: &mut std::io::BufWriter<fs::File>| {
+        payload.clear();
+        value.to_json(&mut payload);
+        buf.clear();
+        frame::encode(&payload, &mut buf);
+        out.write_all(&buf)
+    };
+    put(
+        &Header {
+            certgate_snapshot: 1,
+            generation: gen,
+        },
+        &mut out,
+    )
+    .map_err(io)?;
+    let mut n = 0u64;
+    for change in changes {
+        put(&change, &mut out).map_err(io)?;
+        n += 1;
+    }
+    put(&Trailer { end: n }, &mut out).map_err(io)?;
+    let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    drop(file);
+    fs::rename(&tmp, &path)
+        .map_err(|e| StoreError(format!("{}: cannot rename: {e}", path.display())))?;
+    sync_dir(dir).map_err(|e| StoreError(format!("{}: cannot sync: {e}", dir.display())))?;
+    Ok(size)
+}
+
+/// Removes snapshots and journals older than generation `gen`.
+pub fn remove_older(dir: &Path, gen: u64) {
+    let Ok((snapshots, journals)) = generations(dir) else {
+        return;
+    };
+    for g in snapshots.into_iter().filter(|g| *g < gen) {
+        let _ = fs::remove_file(snapshot_path(dir, g));
+    }
+    for g in journals.into_iter().filter(|g| *g < gen) {
+        journal::remove(dir, g);
+    }
+}
+
+/// Loads the newest snapshot and replays the journals after it, calling `apply` for each
+/// change in order. Returns the generation to keep appending to.
+///
+/// A torn last record of the last journal is dropped with a warning (and cut off, so new
+/// records do not follow garbage); any other damage refuses to start, naming the file and
+/// byte offset.
+pub fn recover(dir: &Path, mut apply: impl FnMut(Change)) -> Result<u64, StoreError> {
+    fs::create_dir_all(dir)
+        .map_err(|e| StoreError(format!("{}: cannot create: {e}", dir.display())))?;
+    for entry in fs::read_dir(dir)
+        .map_err(|e| StoreError(format!("{}: {e}", dir.display())))?
+        .flatten()
+    {
+        if entry.file_name().to_string_lossy().ends_with(".tmp") {
+            // An interrupted snapshot write: the previous snapshot is still complete.
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    let (snapshots, journals) = generations(dir)?;
+    let base = snapshots.last().copied();
+    if let Some(gen) = base {
+        load_snapshot(&snapshot_path(dir, gen), gen, &mut apply)?;
+    }
+    let live: Vec<u64> = journals
+        .iter()
+        .copied()
+        .filter(|g| base.is_none_or(|b| *g >= b))
+        .collect();
+    for (i, gen) in live.iter().enumerate() {
+        let last = i + 1 == live.len();
+        replay_journal(&journal_path(dir, *gen), last, &mut apply)?;
+    }
+    // Journals a snapshot already covers (a crash between rename and clean-up).
+    for g in journals.iter().filter(|g| base.is_some_and(|b| **g < b)) {
+        journal::remove(dir, *g);
+    }
+    Ok(live.last().copied().or(base).unwrap_or(0))
+}
+
+fn load_snapshot(path: &Path, gen: u64, apply: &mut impl FnMut(Change)) -> Result<(), StoreError> {
+    let bytes =
+        fs::read(path).map_err(|e| StoreError(format!("{}: cannot read: {e}", path.display())))?;
+    let (records, tail) = frame::decode(&bytes);
+    let corrupt = |offset: usize, why: &str| {
+        StoreError(format!(
+            "{}: corrupt snapshot at byte offset {offset}: {why}",
+            path.display()
+        ))
+    };
+    match tail {
+        Tail::Clean => {}
+        Tail::Torn { offset } | Tail::Corrupt { offset } => {
+            return Err(corrupt(offset, "damaged record"))
+        }
+    }
+    let mut offset = 0usize;
+    let mut iter = records.iter();
+    let header: Header = iter
+        .next()
+        .and_then(|r| serde_json::from_slice(r).ok())
+        .ok_or_else(|| corrupt(0, "missing header"))?;
+    if header.certgate_snapshot != 1 || header.generation != gen {
+        return Err(corrupt(0, "unexpected header"));
+    }
+    let mut n = 0u64;
+    offset += 8 + records.first().map_or(0, |r| r.len());
+    let mut ended = false;
+    for record in iter {
+        if ended {
+            return Err(corrupt(offset, "data after the trailer"));
+        }
+        if let Ok(change) = serde_json::from_slice::<Change>(record) {
+            apply(change);
+            n += 1;
+        } else if let Ok(trailer) = serde_json::from_slice::<Trailer>(record) {
+            if trailer.end != n {
+                return Err(corrupt(offset, "record count does not match the trailer"));
+            }
+            ended = true;
+        } else {
+            return Err(corrupt(offset, "unreadable record"));
+        }
+        offset += 8 + record.len();
+    }
+    if !ended {
+        return Err(corrupt(offset, "missing trailer (truncated)"));
+    }
+    Ok(())
+}
+
+fn replay_journal(
+    path: &Path,
+    last: bool,
+    apply: &mut impl FnMut(Change),
+) -> Result<(), StoreError> {
+    let bytes =
+        fs::read(path).map_err(|e| StoreError(format!("{}: cannot read: {e}", path.display())))?;
+    let (records, tail) = frame::decode(&bytes);
+    let mut offset = 0usize;
+    for record in records {
+        let change: Change = serde_json::from_slice(record).map_err(|e| {
+            StoreError(format!(
+                "{}: corrupt journal at byte offset {offset}: unreadable record: {e}",
+                path.display()
+            ))
+        })?;
+        apply(change);
+        offset += 8 + record.len();
+    }
+    match tail {
+        Tail::Clean => Ok(()),
+        Tail::Torn { offset } if last => {
+            tracing::warn!(
+                file = %path.display(),
+                offset,
+                dropped_bytes = bytes.len() - offset,
+                "dropping a torn record at the end of the journal (crash during a write)"
+            );
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| StoreError(format!("{}: {e}", path.display())))?;
+            file.set_len(offset as u64)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| {
+                    StoreError(format!("{}: cannot cut the torn tail: {e}", path.display()))
+                })
+        }
+        Tail::Torn { offset } | Tail::Corrupt { offset } => Err(StoreError(format!(
+            "{}: corrupt journal at byte offset {offset}: damaged record followed by more data",
+            path.display()
+        ))),
+    }
+}
+
+/// Snapshot and journal generations present in `dir`, ascending.
+fn generations(dir: &Path) -> Result<(Vec<u64>, Vec<u64>), StoreError> {
+    let mut snapshots = Vec::new();
+    let mut journals = Vec::new();
+    for entry in fs::read_dir(dir)
+        .map_err(|e| StoreError(format!("{}: {e}", dir.display())))?
+        .flatten()
+    {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some(g) = name
+            .strip_prefix("snapshot-")
+            .and_then(|s| s.strip_suffix(".snap"))
+        {
+            if let Ok(g) = g.parse() {
+                snapshots.push(g);
+            }
+        } else if let Some(g) = name
+            .strip_prefix("journal-")
+            .and_then(|s| s.strip_suffix(".log"))
+        {
+            if let Ok(g) = g.parse() {
+                journals.push(g);
+            }
+        }
+    }
+    snapshots.sort_unstable();
+    journals.sort_unstable();
+    Ok((snapshots, journals))
+}
+
+/// Serializes heterogeneous records without boxing serde's generic trait.
+mod erased {
+    pub trait Ser {
+        fn to_json(&self, out: &mut Vec<u8>);
+    }
+
+    impl<T: serde::Serialize> Ser for T {
+        fn to_json(&self, out: &mut Vec<u8>) {
+            // Serializing these plain types into a Vec cannot fail.
+            let _ = serde_json::to_writer(out, self);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recover_on_an_empty_dir_starts_at_generation_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut n = 0;
+        assert_eq!(recover(dir.path(), |_| n += 1).unwrap(), 0);
+        assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn snapshot_round_trip_and_truncation_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let changes = (0..10).map(|i| Change::Delete {
+            id: format!("c{i}"),
+        });
+        write(dir.path(), 3, changes).unwrap();
+        let mut seen = Vec::new();
+        let gen = recover(dir.path(), |c| seen.push(c)).unwrap();
+        assert_eq!(gen, 3);
+        assert_eq!(seen.len(), 10);
+
+        let path = snapshot_path(dir.path(), 3);
+        let bytes = fs::read(&path).unwrap();
+        fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
+        let err = recover(dir.path(), |_| {}).unwrap_err();
+        assert!(
+            err.0.contains("snapshot-00000000000000000003.snap"),
+            "{err}"
+        );
+        assert!(err.0.contains("offset"), "{err}");
+    }
+}

@@ -1,0 +1,331 @@
+//! The real `certgate` binary: `check-config`, and serving a real `curl --cert` user
+//! (SPEC §6, §8).
+
+use std::fs;
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_certgate");
+
+/// The crate root: `certs/` and `config/` paths in configs are relative to it.
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+// === check-config ===
+
+/// Runs `certgate check-config --config <file with toml>`.
+fn check_config(toml: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("certgate.toml");
+    fs::write(&path, toml).unwrap();
+    check_config_file(&path)
+}
+
+fn check_config_file(path: &Path) -> Output {
+    Command::new(BIN)
+        .current_dir(root())
+        .args(["check-config", "--config"])
+        .arg(path)
+        .output()
+        .expect("run certgate")
+}
+
+/// Asserts a non-zero exit whose stderr mentions every one of `needles`.
+fn assert_rejected(out: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "check-config accepted a bad config; stderr: {stderr}"
+    );
+    for needle in needles {
+        assert!(
+            stderr.contains(needle),
+            "stderr does not name {needle:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_config_rejects_an_unknown_key_and_names_it() {
+    let out = check_config("[management]\nreuse_registration_acess_token = true\n");
+    assert_rejected(&out, &["reuse_registration_acess_token"]);
+}
+
+#[test]
+fn check_config_rejects_a_bad_duration_and_names_the_key() {
+    let out = check_config("[management]\nrotation_grace = \"soon\"\n");
+    assert_rejected(&out, &["rotation_grace"]);
+}
+
+#[test]
+fn check_config_rejects_a_bad_cidr_in_trusted_proxies_and_names_the_key() {
+    let out =
+        check_config("[proxy]\ntrusted_proxies = [\n  \"127.0.0.1/32\",\n  \"10.0.0.0/33\",\n]\n");
+    assert_rejected(&out, &["trusted_proxies", "10.0.0.0/33"]);
+}
+
+#[test]
+fn check_config_rejects_a_missing_tls_cert_file_and_names_the_file() {
+    let out = check_config("[tls]\ncert = \"certs/does-not-exist.pem\"\n");
+    assert_rejected(&out, &["tls.cert", "does-not-exist.pem"]);
+}
+
+#[test]
+fn check_config_accepts_the_shipped_config() {
+    let out = check_config_file(&root().join("config/certgate.toml"));
+    assert!(
+        out.status.success(),
+        "shipped config rejected: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// === a running binary ===
+
+/// A `certgate` child process; killed on drop so a failing test leaks nothing.
+struct Running {
+    child: Child,
+    tls_port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Running {
+    /// Starts the binary on free loopback ports and waits until `/healthz` answers.
+    fn start(extra_args: &[&str]) -> Self {
+        for _attempt in 0..5 {
+            match Self::try_start(extra_args) {
+                Ok(running) => return running,
+                // Another process took a port between our probe and the server's bind.
+                Err(log) if log.contains("cannot listen") => continue,
+                Err(log) => panic!("certgate did not become healthy; its log:\n{log}"),
+            }
+        }
+        panic!("certgate could not bind free ports in 5 attempts");
+    }
+
+    fn try_start(extra_args: &[&str]) -> Result<Self, String> {
+        let [tls_port, proxy_port, admin_port] = free_ports();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("certgate.toml");
+        fs::write(
+            &config,
+            format!(
+                "[server]\n\
+                 issuer = \"https://localhost:{tls_port}\"\n\
+                 tls_listen = \"127.0.0.1:{tls_port}\"\n\
+                 proxy_listen = \"127.0.0.1:{proxy_port}\"\n\
+                 admin_listen = \"127.0.0.1:{admin_port}\"\n"
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("certgate.log");
+        let child = Command::new(BIN)
+            .current_dir(root())
+            .arg("--config")
+            .arg(&config)
+            .args(extra_args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn certgate");
+        let mut running = Self {
+            child,
+            tls_port,
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if healthz_ok(admin_port) {
+                return Ok(running);
+            }
+            if let Ok(Some(status)) = running.child.try_wait() {
+                return Err(format!("exited with {status}\n{}", running.log_text()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!("/healthz never answered\n{}", running.log_text()))
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM (by pid) and waits, bounded, for the exit status.
+    fn terminate(&mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "certgate did not exit within 30s of SIGTERM; log:\n{}",
+            self.log_text()
+        );
+    }
+}
+
+/// Three distinct free ports on 127.0.0.1 (probed together so they differ).
+fn free_ports() -> [u16; 3] {
+    let probes: Vec<TcpListener> = (0..3)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let port = |i: usize| probes[i].local_addr().unwrap().port();
+    [port(0), port(1), port(2)]
+}
+
+/// One plain HTTP/1.1 `GET /healthz` on the admin listener.
+fn healthz_ok(port: u16) -> bool {
+    let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+    if tcp
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = tcp.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200")
+}
+
+/// `curl` as an operator types it, from the crate root (proxy variables removed so the
+/// request really goes to loopback).
+fn curl(args: &[&str]) -> Output {
+    let out = Command::new("curl")
+        .current_dir(root())
+        .args(args)
+        .env_remove("https_proxy")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("all_proxy")
+        .env_remove("ALL_PROXY")
+        .output();
+    match out {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            panic!("curl is not installed: run `apt-get install -y curl`")
+        }
+        Err(e) => panic!("cannot run curl: {e}"),
+    }
+}
+
+/// client1's `x5t#S256` the way an operator computes it with openssl.
+fn openssl_thumbprint(cert: &str) -> String {
+    let out = Command::new("sh")
+        .current_dir(root())
+        .arg("-c")
+        .arg(format!(
+            "openssl x509 -in {cert} -outform DER | openssl dgst -sha256 -binary | basenc --base64url | tr -d '='"
+        ))
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "openssl pipeline failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let thumbprint = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(thumbprint.len(), 43, "{thumbprint:?}");
+    thumbprint
+}
+
+/// `curl --cert client1 https://localhost:PORT/identity`, asserting success; the JSON.
+fn curl_identity(server: &Running) -> Value {
+    let url = format!("https://localhost:{}/identity", server.tls_port);
+    let out = curl(&[
+        "-sS",
+        "--cacert",
+        "certs/ca.pem",
+        "--cert",
+        "certs/client1.pem",
+        "--key",
+        "certs/client1-key.pem",
+        &url,
+    ]);
+    assert!(
+        out.status.success(),
+        "curl failed: {}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log_text()
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "curl printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+#[test]
+fn curl_with_client_certificate_sees_the_thumbprint_openssl_computes() {
+    let server = Running::start(&[]);
+    let identity = curl_identity(&server);
+    let cert = &identity["certificate"];
+    assert_eq!(
+        cert["x5t#S256"].as_str(),
+        Some(openssl_thumbprint("certs/client1.pem").as_str()),
+        "{identity}"
+    );
+    assert_eq!(cert["subject"], "CN=client1,O=certgate dev");
+    assert_eq!(cert["chain_verified"], true);
+    assert_eq!(cert["source"], "tls");
+}
+
+#[test]
+fn json_access_log_line_names_method_path_status_and_thumbprint() {
+    let server = Running::start(&["--log-format", "json"]);
+    curl_identity(&server);
+    let thumbprint = openssl_thumbprint("certs/client1.pem");
+    let log = server.log_text();
+    let found = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .any(|event| {
+            // tracing-subscriber nests the event's fields under "fields" unless flattened.
+            let fields = event.get("fields").unwrap_or(&event);
+            fields["method"] == "GET"
+                && fields["path"] == "/identity"
+                && fields["status"] == 200
+                && fields["thumbprint"] == thumbprint.as_str()
+        });
+    assert!(found, "no JSON access-log line for GET /identity:\n{log}");
+}
+
+#[test]
+fn sigterm_stops_the_binary_with_exit_status_0() {
+    let mut server = Running::start(&[]);
+    curl_identity(&server);
+    let status = server.terminate();
+    assert!(
+        status.success(),
+        "exit status after SIGTERM: {status}; log:\n{}",
+        server.log_text()
+    );
+}
