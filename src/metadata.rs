@@ -147,6 +147,13 @@ pub struct ClientMetadata {
     pub extra: Map<String, Value>,
 }
 
+/// The certificates a certificate-based auth method admits (compared on PUT).
+#[derive(PartialEq, Eq)]
+enum CertificateRule<'a> {
+    Subject([&'a Option<String>; 5]),
+    Keys(Vec<[u8; 32]>, Option<&'a str>),
+}
+
 /// Fields the server issues; a client never sets them.
 pub const SERVER_FIELDS: [&str; 7] = [
     "client_id",
@@ -337,11 +344,24 @@ impl ClientMetadata {
 
     /// Whether two registrations let the same certificates authenticate (a PUT that changes
     /// this must prove it holds a certificate satisfying the new values).
+    ///
+    /// Only the rule of the certificate-based method in force counts: switching to a
+    /// secret or editing keys without `x5c` lets no new certificate in.
     pub fn same_certificate_rules(&self, other: &Self) -> bool {
-        self.token_endpoint_auth_method == other.token_endpoint_auth_method
-            && self.subject_fields() == other.subject_fields()
-            && self.jwks == other.jwks
-            && self.jwks_uri == other.jwks_uri
+        self.certificate_rule() == other.certificate_rule()
+    }
+
+    /// Which certificates may authenticate as this client, if any.
+    fn certificate_rule(&self) -> Option<CertificateRule<'_>> {
+        match self.token_endpoint_auth_method {
+            AuthMethod::TlsClientAuth => Some(CertificateRule::Subject(self.subject_fields())),
+            AuthMethod::SelfSignedTlsClientAuth => {
+                let mut thumbprints: Vec<[u8; 32]> = cert_match::jwks_thumbprints(self).collect();
+                thumbprints.sort_unstable();
+                Some(CertificateRule::Keys(thumbprints, self.jwks_uri.as_deref()))
+            }
+            _ => None,
+        }
     }
 
     /// Whether the client gets a `client_secret`.

@@ -9,7 +9,7 @@ mod token;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -285,6 +285,7 @@ impl Ctx<'_> {
 pub async fn json_object(
     req: Request<Incoming>,
     limit: usize,
+    timeout: Duration,
 ) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
     let is_json = req
         .headers()
@@ -299,7 +300,7 @@ pub async fn json_object(
             "the request body must be application/json",
         ));
     }
-    let bytes = read_body(req, limit).await?;
+    let bytes = read_body(req, limit, timeout).await?;
     match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(serde_json::Value::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::invalid_request(
@@ -311,8 +312,12 @@ pub async fn json_object(
     }
 }
 
-/// Reads a whole body of at most `limit` bytes (413 beyond).
-pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads a whole body of at most `limit` bytes (413 beyond) within `timeout` (408 after).
+pub async fn read_body(
+    req: Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -328,7 +333,16 @@ pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Ap
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(req.into_body(), limit).collect().await {
+    let collected = tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request",
+                "the request body did not arrive in time",
+            )
+        })?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(_) => Err(ApiError::invalid_request(

@@ -29,7 +29,12 @@ pub async fn register(
     };
     let result = async {
         registry.authorize_registration(cert.as_deref(), initial.is_some())?;
-        let body = json_object(req, ctx.app.config.registration.max_body_bytes).await?;
+        let body = json_object(
+            req,
+            ctx.app.config.registration.max_body_bytes,
+            ctx.app.config.limits.request_timeout,
+        )
+        .await?;
         Ok::<_, ApiError>(registry.register(body, cert.as_deref())?)
     }
     .await;
@@ -63,9 +68,14 @@ pub async fn manage(
     }
     let op = match *req.method() {
         Method::GET => ManageOp::Read,
-        Method::PUT => {
-            ManageOp::Update(json_object(req, ctx.app.config.registration.max_body_bytes).await?)
-        }
+        Method::PUT => ManageOp::Update(
+            json_object(
+                req,
+                ctx.app.config.registration.max_body_bytes,
+                ctx.app.config.limits.request_timeout,
+            )
+            .await?,
+        ),
         _ => ManageOp::Delete,
     };
     let rotates = !matches!(op, ManageOp::Delete);

@@ -59,7 +59,7 @@ async fn authenticate(
     let cert = ctx.cert(req.headers())?;
     let basic = basic_credentials(req.headers())?;
     let used_basic = basic.is_some();
-    let form = form(req).await?;
+    let form = form(req, ctx.app.config.limits.request_timeout).await?;
     let creds = ClientCredentials {
         basic,
         client_id: form.get("client_id").cloned(),
@@ -112,7 +112,7 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Ap
 
 /// An `application/x-www-form-urlencoded` body; repeated parameters are refused
 /// (RFC 6749 §3.1).
-async fn form(req: Request<Incoming>) -> Result<Form, ApiError> {
+async fn form(req: Request<Incoming>, timeout: std::time::Duration) -> Result<Form, ApiError> {
     let is_form = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -129,7 +129,7 @@ async fn form(req: Request<Incoming>) -> Result<Form, ApiError> {
             "the request body must be application/x-www-form-urlencoded",
         ));
     }
-    let bytes = read_body(req, MAX_FORM_BYTES).await?;
+    let bytes = read_body(req, MAX_FORM_BYTES, timeout).await?;
     let mut out = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(&bytes) {
         if out.insert(k.to_string(), v.into_owned()).is_some() {

@@ -74,9 +74,10 @@ impl Registry {
             }
             return Err(invalid_token("the token is not valid for this client"));
         }
-        // Parse the body before taking the lock; it needs nothing from the record.
-        let (op, update) = match op {
-            ManageOp::Update(body) => (ManageOp::Read, Some(self.prepare_update(client_id, body)?)),
+        // The body is judged only after the token and certificate checks: a caller without
+        // a valid token learns nothing about how its body would fare.
+        let (op, body) = match op {
+            ManageOp::Update(body) => (ManageOp::Read, Some(body)),
             other => (other, None),
         };
         let fresh = Fresh::draw();
@@ -116,6 +117,11 @@ impl Registry {
                 ));
             }
         }
+        // Field validation only (no I/O): cheap enough to run under the shard lock.
+        let update = match body {
+            Some(body) => Some(self.prepare_update(client_id, body)?),
+            None => None,
+        };
         if let Some(update) = &update {
             check_update_against(&client, update, cert, s.require_matching_certificate)?;
         }
