@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use dashmap::DashMap;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 use serde::Serialize;
@@ -51,6 +52,8 @@ pub struct ClientCertificate {
     pub chain_verified: bool,
     /// Handshake or proxy header.
     pub source: CertSource,
+    /// The leaf's notAfter (Unix seconds): a cached identity is not trusted past it.
+    pub not_after: i64,
 }
 
 /// Why a certificate could not be turned into an identity.
@@ -101,6 +104,7 @@ impl ClientCertificate {
             san,
             chain_verified,
             source,
+            not_after: cert.validity().not_after.timestamp(),
         }))
     }
 
@@ -113,6 +117,51 @@ impl ClientCertificate {
             "chain_verified": self.chain_verified,
             "source": self.source,
         })
+    }
+}
+
+/// Identities already computed, for one generation of the TLS files: a returning client's
+/// chain is neither parsed nor verified again on every connection or proxied request.
+#[derive(Default)]
+pub struct IdentityCache {
+    entries: DashMap<[u8; 32], (Arc<ClientCertificate>, i64)>,
+}
+
+/// Entries kept before the cache starts over (a flood of distinct certificates must not
+/// grow memory without bound).
+const CACHE_CAPACITY: usize = 50_000;
+
+/// How long a verification result is reused, at most.
+const CACHE_TTL: i64 = 300;
+
+impl IdentityCache {
+    /// `ClientCertificate::from_chain`, remembered per exact chain and source.
+    pub fn identify(
+        &self,
+        chain: &[CertificateDer<'_>],
+        verifier: &dyn ClientCertVerifier,
+        source: CertSource,
+    ) -> Result<Arc<ClientCertificate>, IdentityError> {
+        let mut h = Sha256::new();
+        h.update([source as u8]);
+        for cert in chain {
+            h.update((cert.len() as u32).to_le_bytes());
+            h.update(cert.as_ref());
+        }
+        let key: [u8; 32] = h.finalize().into();
+        let now = UnixTime::now().as_secs() as i64;
+        if let Some(entry) = self.entries.get(&key) {
+            if now < entry.1 {
+                return Ok(entry.0.clone());
+            }
+        }
+        let identity = ClientCertificate::from_chain(chain, verifier, source)?;
+        if self.entries.len() >= CACHE_CAPACITY {
+            self.entries.clear();
+        }
+        let until = (now + CACHE_TTL).min(identity.not_after);
+        self.entries.insert(key, (identity.clone(), until));
+        Ok(identity)
     }
 }
 

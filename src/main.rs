@@ -33,7 +33,8 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    // Keep the guard alive: dropping it flushes the log writer thread.
+    let _log_guard = init_tracing(cli.log_format);
 
     let config = match certgate::Config::load(&cli.config) {
         Ok(c) => c,
@@ -94,16 +95,20 @@ fn main() -> ExitCode {
     })
 }
 
-fn init_tracing(format: LogFormat) {
+/// Logs go to stderr through a writer thread: a slow terminal or pipe must never block
+/// the runtime threads serving requests.
+fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    guard
 }
 
 async fn shutdown_signal() {

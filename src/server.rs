@@ -15,7 +15,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
 use crate::http::{handle, App, Conn, Listener};
-use crate::identity::{CertSource, ClientCertificate};
+use crate::identity::CertSource;
 
 /// The pre-bound sockets the gateway serves (tests bind `127.0.0.1:0`).
 pub struct Listeners {
@@ -202,16 +202,13 @@ async fn serve_tls(
         }
     };
     let cert = match stream.get_ref().1.peer_certificates() {
-        Some(chain) if !chain.is_empty() => {
-            match ClientCertificate::from_chain(chain, tls.chain_verifier.as_ref(), CertSource::Tls)
-            {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    tracing::info!(%peer, error = %e, "closing connection: unusable client certificate");
-                    return;
-                }
+        Some(chain) if !chain.is_empty() => match tls.identify(chain, CertSource::Tls) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::info!(%peer, error = %e, "closing connection: unusable client certificate");
+                return;
             }
-        }
+        },
         _ => None,
     };
     let conn = Conn {

@@ -20,6 +20,7 @@ use rustls::{
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{ClientAuth, TlsConfig};
+use crate::identity::{CertSource, ClientCertificate, IdentityCache, IdentityError};
 
 /// A TLS set-up problem, naming the file at fault.
 #[derive(Debug)]
@@ -39,6 +40,20 @@ pub struct TlsState {
     pub acceptor: TlsAcceptor,
     /// Checks client chains against `tls.client_ca` (both listeners use it).
     pub chain_verifier: Arc<dyn ClientCertVerifier>,
+    /// Identities computed under this client CA.
+    pub identities: IdentityCache,
+}
+
+impl TlsState {
+    /// The identity of a presented chain (leaf first), cached.
+    pub fn identify(
+        &self,
+        chain: &[CertificateDer<'_>],
+        source: CertSource,
+    ) -> Result<Arc<ClientCertificate>, IdentityError> {
+        self.identities
+            .identify(chain, self.chain_verifier.as_ref(), source)
+    }
 }
 
 /// The reloadable TLS state (SIGHUP swaps it; open connections keep the old one).
@@ -113,6 +128,7 @@ fn build(config: &TlsConfig) -> Result<TlsState, TlsError> {
     Ok(TlsState {
         acceptor: TlsAcceptor::from(Arc::new(server)),
         chain_verifier,
+        identities: IdentityCache::default(),
     })
 }
 

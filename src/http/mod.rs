@@ -271,8 +271,10 @@ impl Ctx<'_> {
             ApiError::invalid_request(format!("malformed client certificate header: {e}"))
         })?;
         let Some(chain) = chain else { return Ok(None) };
-        let verifier = self.app.tls.current().chain_verifier.clone();
-        ClientCertificate::from_chain(&chain, verifier.as_ref(), CertSource::Proxy)
+        self.app
+            .tls
+            .current()
+            .identify(&chain, CertSource::Proxy)
             .map(Some)
             .map_err(|e| {
                 self.app.metrics.proxy_header_malformed.inc();
