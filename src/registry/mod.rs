@@ -152,8 +152,9 @@ pub struct Grace {
 pub enum TokenRecord {
     /// A registration access token of this client (current, or just replaced in grace).
     Registration { client_id: String },
-    /// An access token from `/token`.
-    Access(AccessToken),
+    /// An access token from `/token` (boxed: registration entries, one per client, stay
+    /// small).
+    Access(Box<AccessToken>),
 }
 
 /// A statically configured client (`[[clients]]`): never in `clients`, never managed.
@@ -366,7 +367,7 @@ impl Registry {
             }
             Change::Token { digest, token } => {
                 self.tokens
-                    .insert(digest, TokenRecord::Access(token.into()));
+                    .insert(digest, TokenRecord::Access(Box::new(token.into())));
             }
             Change::Revoke { digest } => {
                 self.tokens.remove(&digest);
@@ -425,7 +426,7 @@ impl Registry {
                 TokenRecord::Access(t) if now < t.exp && t.uses_left != Some(0) => {
                     Some(Change::Token {
                         digest: *e.key(),
-                        token: StoredToken::from(t),
+                        token: StoredToken::from(&**t),
                     })
                 }
                 _ => None,

@@ -155,7 +155,7 @@ impl Registry {
             digest,
             token: StoredToken::from(&record),
         });
-        self.tokens.insert(digest, TokenRecord::Access(record));
+        self.tokens.insert(digest, TokenRecord::Access(Box::new(record)));
         Ok(TokenGrant {
             access_token: token,
             token_type: "Bearer",
@@ -177,7 +177,7 @@ impl Registry {
             .get(&secret::digest(token))
             .map(|r| r.value().clone())
         {
-            Some(TokenRecord::Access(t)) => t,
+            Some(TokenRecord::Access(t)) => *t,
             _ => return Err(invalid("unknown, expired or revoked token")),
         };
         if !self.active(&record) {
@@ -234,7 +234,7 @@ impl Registry {
                 t.uses_left = t.uses_left.map(|n| n - 1);
                 self.persist(|| Change::Token {
                     digest,
-                    token: StoredToken::from(&*t),
+                    token: StoredToken::from(&**t),
                 });
                 true
             }
@@ -260,7 +260,7 @@ impl Registry {
             t.uses_left = t.uses_left.map(|n| n + 1);
             self.persist(|| Change::Token {
                 digest: used.digest,
-                token: StoredToken::from(&*t),
+                token: StoredToken::from(&**t),
             });
         }
     }
