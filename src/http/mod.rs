@@ -289,19 +289,7 @@ pub async fn json_object(
     limit: usize,
     timeout: Duration,
 ) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
-    let is_json = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "invalid_request",
-            "the request body must be application/json",
-        ));
-    }
+    require_media_type(req.headers(), "application/json")?;
     let bytes = read_body(req, limit, timeout).await?;
     match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(serde_json::Value::Object(map)) => Ok(map),
@@ -311,6 +299,24 @@ pub async fn json_object(
         Err(e) => Err(ApiError::invalid_request(format!(
             "the request body is not valid JSON: {e}"
         ))),
+    }
+}
+
+/// 415 unless the body is of `media_type` (parameters such as `charset` allowed).
+pub fn require_media_type(headers: &HeaderMap, media_type: &str) -> Result<(), ApiError> {
+    let matches = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case(media_type));
+    if matches {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request",
+            format!("the request body must be {media_type}"),
+        ))
     }
 }
 

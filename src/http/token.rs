@@ -8,7 +8,7 @@ use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::error::ApiError;
-use super::{json_response, read_body, Body, Ctx};
+use super::{json_response, read_body, require_media_type, Body, Ctx};
 use crate::registry::{Authenticated, ClientCredentials};
 
 /// Form bodies are small; anything larger is not a token request.
@@ -113,22 +113,7 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Ap
 /// An `application/x-www-form-urlencoded` body; repeated parameters are refused
 /// (RFC 6749 §3.1).
 async fn form(req: Request<Incoming>, timeout: std::time::Duration) -> Result<Form, ApiError> {
-    let is_form = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| {
-            m.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
-    if !is_form {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "invalid_request",
-            "the request body must be application/x-www-form-urlencoded",
-        ));
-    }
+    require_media_type(req.headers(), "application/x-www-form-urlencoded")?;
     let bytes = read_body(req, MAX_FORM_BYTES, timeout).await?;
     let mut out = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(&bytes) {
