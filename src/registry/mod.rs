@@ -289,8 +289,14 @@ impl Registry {
         Ok(registry)
     }
 
-    /// Queues `change` for the journal (no-op without a data dir). Call it while the state
-    /// it describes is still locked.
+    /// Whether changes are journaled (`store.data_dir` is set).
+    fn journaling(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// Queues `change` for the journal (no-op without a data dir). Call it after the
+    /// in-memory change and while the state it describes is still locked: a snapshot
+    /// then never misses a change whose record went to a journal it deletes.
     fn persist(&self, change: impl FnOnce() -> Change) {
         if let Some(store) = &self.store {
             store.journal.append(&change());

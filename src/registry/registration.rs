@@ -84,9 +84,10 @@ impl Registry {
             },
             grace: None,
         };
-        // Nobody can touch the new client before its response is out, so persisting
-        // after the insert keeps the journal in order.
-        self.persist(|| Self::client_change(&client_id, &client));
+        // Insert first, journal second: a snapshot taken in between then either sees the
+        // client or is followed by the journal holding its record, never neither. Nobody
+        // can change the new client before its response is out, so order is kept.
+        let change = self.journaling().then(|| Self::client_change(&client_id, &client));
         self.clients.insert(client_id.clone(), client);
         self.tokens.insert(
             fresh.token_digest,
@@ -94,6 +95,9 @@ impl Registry {
                 client_id: client_id.clone(),
             },
         );
+        if let Some(change) = change {
+            self.persist(|| change);
+        }
         Ok(ClientResponse {
             registration_client_uri: self.client_uri(&client_id),
             client_id,

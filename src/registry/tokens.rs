@@ -151,11 +151,15 @@ impl Registry {
             uses_left: initial.then_some(self.settings.initial_access_token_uses),
         };
         let digest = secret::digest(&token);
-        self.persist(|| Change::Token {
+        // Insert before journaling, for the same reason as in `register`.
+        let change = self.journaling().then(|| Change::Token {
             digest,
             token: StoredToken::from(&record),
         });
         self.tokens.insert(digest, TokenRecord::Access(Box::new(record)));
+        if let Some(change) = change {
+            self.persist(|| change);
+        }
         Ok(TokenGrant {
             access_token: token,
             token_type: "Bearer",
