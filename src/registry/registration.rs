@@ -87,7 +87,9 @@ impl Registry {
         // Insert first, journal second: a snapshot taken in between then either sees the
         // client or is followed by the journal holding its record, never neither. Nobody
         // can change the new client before its response is out, so order is kept.
-        let change = self.journaling().then(|| Self::client_change(&client_id, &client));
+        let change = self
+            .journaling()
+            .then(|| Self::client_change(&client_id, &client));
         self.clients.insert(client_id.clone(), client);
         self.tokens.insert(
             fresh.token_digest,

@@ -156,7 +156,8 @@ impl Registry {
             digest,
             token: StoredToken::from(&record),
         });
-        self.tokens.insert(digest, TokenRecord::Access(Box::new(record)));
+        self.tokens
+            .insert(digest, TokenRecord::Access(Box::new(record)));
         if let Some(change) = change {
             self.persist(|| change);
         }
