@@ -166,8 +166,8 @@ impl Registry {
                     client.secret = Some(fresh.secret_digest);
                     new_secret = Some(fresh.secret.clone());
                 }
-                let (token, issued_at) = if s.reuse_registration_access_token {
-                    (token.to_owned(), client.reg_token.issued_at)
+                let token = if s.reuse_registration_access_token {
+                    token.to_owned()
                 } else {
                     client.reg_token = RegToken {
                         digest: fresh.token_digest,
@@ -190,18 +190,14 @@ impl Registry {
                     } else {
                         self.tokens.remove(&digest);
                     }
-                    (fresh.token, now)
+                    fresh.token
                 };
                 if changed || !s.reuse_registration_access_token || new_secret.is_some() {
                     self.persist(|| Self::client_change(client_id, &client));
                 }
-                let mut r = self.response(client_id, &client, now, Some(token), new_secret);
-                r.registration_access_token_expires_in = Some(
-                    issued_at
-                        .saturating_add(s.registration_token_ttl)
-                        .saturating_sub(now),
-                );
-                r
+                // expires_in follows the token: the full lifetime of a new one, the
+                // remaining lifetime of a reused one (SPEC §6a.4).
+                self.response(client_id, &client, now, Some(token), new_secret)
             }
         };
         Ok(Outcome::Client(response))
