@@ -3,30 +3,49 @@
 //! Used at registration, on a self-management PUT that changes these fields, and when a
 //! client authenticates with `tls_client_auth` / `self_signed_tls_client_auth`.
 
-use std::net::IpAddr;
-
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
 use crate::identity::ClientCertificate;
-use crate::metadata::{AuthMethod, ClientMetadata};
+use crate::metadata::{AuthMethod, ClientRules, SubjectRule};
 
-/// Whether `cert` satisfies what `meta` declares for its authentication method.
+/// Whether `cert` satisfies what `rules` declare for the client's authentication method.
 ///
 /// For `tls_client_auth` this is the subject/SAN rule only; chain verification is the
 /// caller's business (registration and token authentication differ there).
-pub fn satisfies(meta: &ClientMetadata, cert: &ClientCertificate) -> Result<(), String> {
-    match meta.token_endpoint_auth_method {
-        AuthMethod::TlsClientAuth => tls_client_auth(meta, cert),
+pub fn satisfies(rules: &ClientRules, cert: &ClientCertificate) -> Result<(), String> {
+    match rules.auth {
+        AuthMethod::TlsClientAuth => {
+            let ok = match &rules.subject {
+                Some(SubjectRule::Dn(canonical)) => **canonical == *cert.subject_canonical,
+                Some(SubjectRule::Dns(dns)) => {
+                    cert.san.dns.iter().any(|d| d.eq_ignore_ascii_case(dns))
+                }
+                Some(SubjectRule::Uri(uri)) => cert.san.uri.iter().any(|u| **u == **uri),
+                Some(SubjectRule::Ip(ip)) => cert.san.ip.contains(ip),
+                Some(SubjectRule::Email(email)) => {
+                    cert.san.email.iter().any(|e| email_equal(e, email))
+                }
+                None => false,
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(
+                    "the certificate does not match the declared tls_client_auth subject or SAN"
+                        .into(),
+                )
+            }
+        }
         AuthMethod::SelfSignedTlsClientAuth => {
-            if meta.jwks.is_none() {
+            if rules.x5c.is_empty() && rules.jwks_uri {
                 return Err(
                     "jwks_uri is not fetched by this server: declare the certificate in jwks"
                         .into(),
                 );
             }
-            if jwks_thumbprints(meta).any(|t| t == cert.sha256) {
+            if rules.x5c.contains(&cert.sha256) {
                 Ok(())
             } else {
                 Err("the certificate is not among the jwks x5c certificates".into())
@@ -36,32 +55,11 @@ pub fn satisfies(meta: &ClientMetadata, cert: &ClientCertificate) -> Result<(), 
     }
 }
 
-fn tls_client_auth(meta: &ClientMetadata, cert: &ClientCertificate) -> Result<(), String> {
-    let ok = if let Some(dn) = &meta.tls_client_auth_subject_dn {
-        dn_equal(dn, &cert.subject)
-    } else if let Some(dns) = &meta.tls_client_auth_san_dns {
-        cert.san.dns.iter().any(|d| d.eq_ignore_ascii_case(dns))
-    } else if let Some(uri) = &meta.tls_client_auth_san_uri {
-        cert.san.uri.iter().any(|u| u == uri)
-    } else if let Some(ip) = &meta.tls_client_auth_san_ip {
-        ip.parse::<IpAddr>()
-            .is_ok_and(|ip| cert.san.ip.contains(&ip))
-    } else if let Some(email) = &meta.tls_client_auth_san_email {
-        cert.san.email.iter().any(|e| email_equal(e, email))
-    } else {
-        false
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err("the certificate does not match the declared tls_client_auth subject or SAN".into())
-    }
-}
-
-/// SHA-256 of every `x5c` leaf in the client's `jwks`.
-pub fn jwks_thumbprints(meta: &ClientMetadata) -> impl Iterator<Item = [u8; 32]> + '_ {
-    meta.jwks
-        .iter()
+/// SHA-256 of every `x5c` leaf in a JWK Set.
+pub fn jwks_thumbprints(
+    jwks: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> impl Iterator<Item = [u8; 32]> + '_ {
+    jwks.into_iter()
         .flat_map(|jwks| {
             jwks.get("keys")
                 .and_then(|k| k.as_array())
@@ -85,15 +83,40 @@ fn email_equal(a: &str, b: &str) -> bool {
 /// attribute types case-insensitive (short names and OIDs alike), values compared
 /// case-insensitively with insignificant spaces removed, AVA order inside an RDN ignored.
 pub fn dn_equal(a: &str, b: &str) -> bool {
-    match (parse_dn(a), parse_dn(b)) {
+    match (canonical_dn(a), canonical_dn(b)) {
         (Some(a), Some(b)) => a == b,
         _ => false,
     }
 }
 
-/// Whether `s` parses as an RFC 4514 distinguished name.
-pub fn dn_is_valid(s: &str) -> bool {
-    parse_dn(s).is_some_and(|rdns| !rdns.is_empty())
+/// A form of a distinguished name in which equal names (as `dn_equal` sees them) are
+/// equal strings, so a declared DN is parsed once and compared by `==` afterwards.
+/// `None` when `s` is not a non-empty RFC 4514 name.
+pub fn canonical_dn(s: &str) -> Option<String> {
+    let rdns = parse_dn(s)?;
+    if rdns.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(s.len());
+    for (i, rdn) in rdns.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        for (j, (ty, value)) in rdn.iter().enumerate() {
+            if j > 0 {
+                out.push('+');
+            }
+            out.push_str(ty);
+            out.push('=');
+            for c in value.chars() {
+                if matches!(c, ',' | '+' | '=' | '\\') {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+        }
+    }
+    Some(out)
 }
 
 type Rdn = Vec<(String, String)>;
@@ -235,9 +258,15 @@ mod tests {
 
     #[test]
     fn dn_validity() {
-        assert!(dn_is_valid("CN=x"));
-        assert!(!dn_is_valid("just text"));
-        assert!(!dn_is_valid(""));
+        assert!(canonical_dn("CN=x").is_some());
+        assert!(canonical_dn("just text").is_none());
+        assert!(canonical_dn("").is_none());
+    }
+
+    #[test]
+    fn canonical_dn_keeps_escaped_separators_apart() {
+        assert_ne!(canonical_dn(r"CN=a\,b,O=x"), canonical_dn("CN=a,CN=b,O=x"));
+        assert_ne!(canonical_dn(r"CN=a\+UID=1"), canonical_dn("CN=a+UID=1"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! fields, language-tagged variants) is kept verbatim and returned, as RFC 7591 §2 asks.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::cert_match;
@@ -147,11 +148,87 @@ pub struct ClientMetadata {
     pub extra: Map<String, Value>,
 }
 
-/// The certificates a certificate-based auth method admits (compared on PUT).
-#[derive(PartialEq, Eq)]
-enum CertificateRule<'a> {
-    Subject([&'a Option<String>; 5]),
-    Keys(Vec<[u8; 32]>, Option<&'a str>),
+/// What the registry keeps of a client's metadata: the JSON it answers with, verbatim,
+/// and the few rules the server acts on, parsed once at registration or update. Keeping
+/// the JSON as one string (not 20 optional fields) is what keeps a client near 1 KiB.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Registered {
+    /// The registered metadata as a compact JSON object (no server-issued fields).
+    pub json: Box<RawValue>,
+    /// What authentication and token issuance need.
+    pub rules: ClientRules,
+}
+
+impl PartialEq for Registered {
+    fn eq(&self, other: &Self) -> bool {
+        self.json.get() == other.json.get() && self.rules == other.rules
+    }
+}
+
+/// The parts of a client's metadata the server enforces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRules {
+    pub auth: AuthMethod,
+    /// `client_credentials` is among the grant types.
+    pub client_credentials: bool,
+    /// Space-separated registered scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Box<str>>,
+    /// The one `tls_client_auth_*` value, for `tls_client_auth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<SubjectRule>,
+    /// SHA-256 of the `jwks` `x5c` leaf certificates, sorted.
+    #[serde(default, skip_serializing_if = "<[_]>::is_empty")]
+    pub x5c: Box<[[u8; 32]]>,
+    /// A `jwks_uri` is registered.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub jwks_uri: bool,
+    /// `tls_client_certificate_bound_access_tokens`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bound_tokens: bool,
+}
+
+/// The declared certificate subject or SAN of a `tls_client_auth` client (RFC 8705 §2.1.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectRule {
+    /// Canonical form (`cert_match::canonical_dn`).
+    Dn(Box<str>),
+    Dns(Box<str>),
+    Uri(Box<str>),
+    Ip(std::net::IpAddr),
+    Email(Box<str>),
+}
+
+impl ClientRules {
+    /// Whether two rule sets let the same certificates authenticate (a PUT that changes
+    /// this must prove it holds a certificate satisfying the new values). Only the rule of
+    /// the certificate-based method in force counts: switching to a secret, or editing
+    /// keys without `x5c`, lets no new certificate in.
+    pub fn same_certificate_rules(&self, other: &Self) -> bool {
+        let rule = |r: &Self| match r.auth {
+            AuthMethod::TlsClientAuth => Some((r.auth, r.subject.clone(), None)),
+            AuthMethod::SelfSignedTlsClientAuth => {
+                Some((r.auth, None, Some((r.x5c.clone(), r.jwks_uri))))
+            }
+            _ => None,
+        };
+        rule(self) == rule(other)
+    }
+
+    /// Whether the client gets a `client_secret`.
+    pub fn uses_secret(&self) -> bool {
+        self.auth.uses_secret()
+    }
+
+    /// The registered scope tokens.
+    pub fn scope_tokens(&self) -> impl Iterator<Item = &str> {
+        self.scope
+            .as_deref()
+            .unwrap_or("")
+            .split(' ')
+            .filter(|s| !s.is_empty())
+    }
 }
 
 /// Fields the server issues; a client never sets them.
@@ -278,7 +355,7 @@ impl ClientMetadata {
             }
         }
         if let Some(dn) = &self.tls_client_auth_subject_dn {
-            if !cert_match::dn_is_valid(dn) {
+            if cert_match::canonical_dn(dn).is_none() {
                 return Err(invalid(format!(
                     "tls_client_auth_subject_dn {dn:?} is not an RFC 4514 distinguished name"
                 )));
@@ -319,7 +396,9 @@ impl ClientMetadata {
                 }
             }
             AuthMethod::SelfSignedTlsClientAuth => {
-                let has_x5c = cert_match::jwks_thumbprints(self).next().is_some();
+                let has_x5c = cert_match::jwks_thumbprints(self.jwks.as_ref())
+                    .next()
+                    .is_some();
                 if !has_x5c && self.jwks_uri.is_none() {
                     return Err(invalid(
                         "self_signed_tls_client_auth requires jwks with an x5c certificate, or jwks_uri"
@@ -342,40 +421,44 @@ impl ClientMetadata {
         ]
     }
 
-    /// Whether two registrations let the same certificates authenticate (a PUT that changes
-    /// this must prove it holds a certificate satisfying the new values).
-    ///
-    /// Only the rule of the certificate-based method in force counts: switching to a
-    /// secret or editing keys without `x5c` lets no new certificate in.
-    pub fn same_certificate_rules(&self, other: &Self) -> bool {
-        self.certificate_rule() == other.certificate_rule()
-    }
-
-    /// Which certificates may authenticate as this client, if any.
-    fn certificate_rule(&self) -> Option<CertificateRule<'_>> {
-        match self.token_endpoint_auth_method {
-            AuthMethod::TlsClientAuth => Some(CertificateRule::Subject(self.subject_fields())),
-            AuthMethod::SelfSignedTlsClientAuth => {
-                let mut thumbprints: Vec<[u8; 32]> = cert_match::jwks_thumbprints(self).collect();
-                thumbprints.sort_unstable();
-                Some(CertificateRule::Keys(thumbprints, self.jwks_uri.as_deref()))
-            }
-            _ => None,
+    /// The rules the server enforces, parsed once.
+    pub fn rules(&self) -> ClientRules {
+        let subject = if let Some(dn) = &self.tls_client_auth_subject_dn {
+            // `check_cross_field_rules` already proved the DN parses.
+            cert_match::canonical_dn(dn).map(|c| SubjectRule::Dn(c.into()))
+        } else if let Some(v) = &self.tls_client_auth_san_dns {
+            Some(SubjectRule::Dns(v.as_str().into()))
+        } else if let Some(v) = &self.tls_client_auth_san_uri {
+            Some(SubjectRule::Uri(v.as_str().into()))
+        } else if let Some(v) = &self.tls_client_auth_san_ip {
+            v.parse().ok().map(SubjectRule::Ip)
+        } else {
+            self.tls_client_auth_san_email
+                .as_ref()
+                .map(|v| SubjectRule::Email(v.as_str().into()))
+        };
+        let mut x5c: Vec<[u8; 32]> = cert_match::jwks_thumbprints(self.jwks.as_ref()).collect();
+        x5c.sort_unstable();
+        x5c.dedup();
+        ClientRules {
+            auth: self.token_endpoint_auth_method,
+            client_credentials: self.grant_types.iter().any(|g| g == "client_credentials"),
+            scope: self.scope.as_deref().map(Into::into),
+            subject,
+            x5c: x5c.into(),
+            jwks_uri: self.jwks_uri.is_some(),
+            bound_tokens: self.tls_client_certificate_bound_access_tokens == Some(true),
         }
     }
 
-    /// Whether the client gets a `client_secret`.
-    pub fn uses_secret(&self) -> bool {
-        self.token_endpoint_auth_method.uses_secret()
-    }
-
-    /// Whether `scope` lies within the registered scope.
-    pub fn scope_tokens(&self) -> impl Iterator<Item = &str> {
-        self.scope
-            .as_deref()
-            .unwrap_or("")
-            .split(' ')
-            .filter(|s| !s.is_empty())
+    /// The stored form: canonical JSON plus rules.
+    pub fn into_registered(self) -> Registered {
+        let rules = self.rules();
+        // Serializing plain data into a string cannot fail; `{}` would only lose the
+        // echo of the metadata, never a rule.
+        let json = serde_json::value::to_raw_value(&self)
+            .unwrap_or_else(|_| RawValue::from_string("{}".into()).unwrap_or_default());
+        Registered { json, rules }
     }
 }
 

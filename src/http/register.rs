@@ -5,7 +5,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use super::error::ApiError;
-use super::{bearer, json_object, json_response, Body, Ctx};
+use super::{bearer, json_object, raw_json, Body, Ctx};
 use crate::config::RegistrationAuth;
 use crate::registry::{ManageOp, Outcome};
 use crate::secret;
@@ -49,7 +49,7 @@ pub async fn register(
     };
     ctx.app.metrics.registrations.inc();
     ctx.client_id = Some(resp.client_id.clone());
-    Ok(json_response(StatusCode::CREATED, &resp, true))
+    Ok(raw_json(StatusCode::CREATED, resp.to_json().into(), true))
 }
 
 /// `GET|PUT|DELETE /register/{client_id}`.
@@ -103,7 +103,7 @@ fn respond(ctx: &Ctx<'_>, outcome: Outcome, rotates: bool) -> Response<Body> {
             if rotates && resp.registration_access_token.is_some() {
                 ctx.app.metrics.rotations.inc();
             }
-            json_response(StatusCode::OK, &resp, true)
+            raw_json(StatusCode::OK, resp.to_json().into(), true)
         }
         Outcome::Deleted => {
             let mut resp = Response::new(Full::default());

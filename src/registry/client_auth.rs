@@ -10,7 +10,7 @@ use super::{Error, Registry, StaticClient};
 use crate::cert_match;
 use crate::config;
 use crate::identity::ClientCertificate;
-use crate::metadata::{AuthMethod, ClientMetadata, Policy};
+use crate::metadata::{AuthMethod, ClientMetadata, ClientRules, Policy};
 use crate::secret;
 
 /// The credentials a request carried, as the HTTP layer found them.
@@ -31,7 +31,7 @@ pub struct Authenticated {
     pub is_static: bool,
     /// May introspect and revoke any token.
     pub introspect: bool,
-    pub metadata: Arc<ClientMetadata>,
+    pub rules: Arc<ClientRules>,
     /// Authenticated with a certificate (so its tokens are bound to it).
     pub via_certificate: bool,
 }
@@ -67,7 +67,9 @@ pub(super) fn static_client(c: &config::StaticClient) -> Result<StaticClient, St
         allowed_scopes: Vec::new(),
         reserved_scopes: Vec::new(),
     };
-    let metadata = ClientMetadata::parse(m, &policy).map_err(|e| format!("{e:?}"))?;
+    let rules = ClientMetadata::parse(m, &policy)
+        .map_err(|e| format!("{e:?}"))?
+        .rules();
     let secret = match &c.client_secret_sha256 {
         Some(hex) => {
             Some(secret::from_hex(hex).ok_or("client_secret_sha256 is not 64 hex digits")?)
@@ -75,7 +77,7 @@ pub(super) fn static_client(c: &config::StaticClient) -> Result<StaticClient, St
         None => None,
     };
     Ok(StaticClient {
-        metadata,
+        rules,
         secret,
         introspect: c.introspect,
     })
@@ -111,10 +113,10 @@ impl Registry {
         };
         let unknown = || Error::InvalidClient("client authentication failed".into());
         let (metadata, secret_digest, is_static, introspect) = match self.statics.get(&client_id) {
-            Some(s) => (Arc::new(s.metadata.clone()), s.secret, true, s.introspect),
+            Some(s) => (Arc::new(s.rules.clone()), s.secret, true, s.introspect),
             None => {
                 let c = self.clients.get(&client_id).ok_or_else(unknown)?;
-                (c.metadata.clone(), c.secret, false, false)
+                (Arc::new(c.metadata.rules.clone()), c.secret, false, false)
             }
         };
         let secret_ok = |presented: &Option<String>| -> bool {
@@ -123,7 +125,7 @@ impl Registry {
                 _ => false,
             }
         };
-        let method = metadata.token_endpoint_auth_method;
+        let method = metadata.auth;
         let via_certificate = matches!(
             method,
             AuthMethod::TlsClientAuth | AuthMethod::SelfSignedTlsClientAuth
@@ -154,7 +156,7 @@ impl Registry {
             client_id,
             is_static,
             introspect,
-            metadata,
+            rules: metadata,
             via_certificate,
         })
     }

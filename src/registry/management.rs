@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::{Client, ClientResponse, Error, Fresh, Grace, RegToken, Registry, TokenRecord};
 use crate::cert_match;
 use crate::identity::ClientCertificate;
-use crate::metadata::{ClientMetadata, MetadataError};
+use crate::metadata::{ClientMetadata, MetadataError, Registered};
 use crate::secret::{self, Digest};
 use crate::store::Change;
 
@@ -39,7 +39,7 @@ pub enum Outcome {
 
 /// A PUT body, checked as far as it can be without the client's record.
 struct Update {
-    metadata: ClientMetadata,
+    metadata: Registered,
     presented_secret: Option<String>,
 }
 
@@ -268,7 +268,7 @@ impl Registry {
             Some(_) => return Err(bad("client_secret must be a string".into())),
         };
         body.remove("registration_access_token_expires_in");
-        let metadata = ClientMetadata::parse(body, &self.settings.policy)?;
+        let metadata = ClientMetadata::parse(body, &self.settings.policy)?.into_registered();
         Ok(Update {
             metadata,
             presented_secret,
@@ -348,7 +348,12 @@ fn check_update_against(
             return Err(bad("client_secret does not match the current secret"));
         }
     }
-    if require_matching_certificate && !update.metadata.same_certificate_rules(&client.metadata) {
+    if require_matching_certificate
+        && !update
+            .metadata
+            .rules
+            .same_certificate_rules(&client.metadata.rules)
+    {
         // A client cannot widen who may authenticate as it: it must hold a certificate
         // that satisfies the new rules.
         let Some(cert) = cert else {
@@ -356,15 +361,15 @@ fn check_update_against(
                 "changing the certificate-matching metadata requires presenting a certificate that satisfies it",
             ));
         };
-        cert_match::satisfies(&update.metadata, cert).map_err(|e| bad(&e))?;
+        cert_match::satisfies(&update.metadata.rules, cert).map_err(|e| bad(&e))?;
     }
     Ok(())
 }
 
 /// Replaces the metadata (values replace, never merge) and keeps the secret in step with
 /// the auth method; returns a newly issued secret, if any.
-fn apply_update(client: &mut Client, metadata: ClientMetadata, fresh: &Fresh) -> Option<String> {
-    let needs_secret = metadata.uses_secret();
+fn apply_update(client: &mut Client, metadata: Registered, fresh: &Fresh) -> Option<String> {
+    let needs_secret = metadata.rules.uses_secret();
     client.metadata = Arc::new(metadata);
     match (needs_secret, client.secret.is_some()) {
         (true, false) => {

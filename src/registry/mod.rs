@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::identity::ClientCertificate;
-use crate::metadata::{ClientMetadata, MetadataError, Policy};
+use crate::metadata::{ClientRules, MetadataError, Policy, Registered};
 use crate::secret::Digest;
 use crate::store::journal::Journal;
 use crate::store::{self, Change, StoreError, StoredClient, StoredToken};
@@ -116,7 +116,7 @@ pub struct Client {
     /// `client_id_issued_at`.
     pub issued_at: u64,
     /// Shared so responses can be encoded after the shard lock is released.
-    pub metadata: Arc<ClientMetadata>,
+    pub metadata: Arc<Registered>,
     /// Digest of the current `client_secret`, for secret-based methods.
     pub secret: Option<Digest>,
     /// SHA-256 of the certificate the client registered with.
@@ -161,7 +161,7 @@ pub enum TokenRecord {
 #[derive(Debug, Clone)]
 pub struct StaticClient {
     /// Its authentication rules, in the same form registered clients have.
-    pub metadata: ClientMetadata,
+    pub rules: ClientRules,
     /// Digest of its secret, for secret-based methods.
     pub secret: Option<Digest>,
     /// May introspect and revoke any token (SPEC §6a.9).
@@ -196,7 +196,8 @@ pub struct SnapshotStats {
     pub tokens: usize,
 }
 
-/// The body of a registration or management response (RFC 7591 §3.2.1, RFC 7592 §3).
+/// The body of a registration or management response (RFC 7591 §3.2.1, RFC 7592 §3):
+/// the server-issued fields, then the registered metadata spliced in verbatim.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClientResponse {
     pub client_id: String,
@@ -210,11 +211,31 @@ pub struct ClientResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registration_access_token_expires_in: Option<u64>,
     pub registration_client_uri: String,
-    #[serde(flatten)]
-    pub metadata: Arc<ClientMetadata>,
+    #[serde(skip)]
+    pub metadata: Arc<Registered>,
 }
 
 impl ClientResponse {
+    /// The JSON body.
+    pub fn to_json(&self) -> Vec<u8> {
+        let meta = self.metadata.json.get().trim();
+        let mut out = Vec::with_capacity(256 + meta.len());
+        // Serializing strings and integers into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, self);
+        let inner = meta
+            .strip_prefix('{')
+            .and_then(|m| m.strip_suffix('}'))
+            .unwrap_or("")
+            .trim();
+        if !inner.is_empty() && out.last() == Some(&b'}') {
+            out.pop();
+            out.push(b',');
+            out.extend_from_slice(inner.as_bytes());
+            out.push(b'}');
+        }
+        out
+    }
+
     /// Whether the body carries a credential (and so needs `Cache-Control: no-store`).
     pub fn has_secret(&self) -> bool {
         self.client_secret.is_some() || self.registration_access_token.is_some()

@@ -61,17 +61,18 @@ impl Registry {
         body: Map<String, Value>,
         cert: Option<&ClientCertificate>,
     ) -> Result<ClientResponse, Error> {
-        let metadata = ClientMetadata::parse(body, &self.settings.policy)?;
+        let metadata = ClientMetadata::parse(body, &self.settings.policy)?.into_registered();
         if let Some(cert) = cert {
             if self.settings.require_matching_certificate {
-                cert_match::satisfies(&metadata, cert).map_err(MetadataError::ClientMetadata)?;
+                cert_match::satisfies(&metadata.rules, cert)
+                    .map_err(MetadataError::ClientMetadata)?;
             }
         }
         let fresh = Fresh::draw();
         let client_id = crate::secret::generate_id();
         let now = self.now();
         let metadata = Arc::new(metadata);
-        let uses_secret = metadata.uses_secret();
+        let uses_secret = metadata.rules.uses_secret();
         let client = Client {
             issued_at: now,
             metadata: metadata.clone(),

@@ -90,17 +90,12 @@ impl Registry {
                 )))
             }
         }
-        if !client
-            .metadata
-            .grant_types
-            .iter()
-            .any(|g| g == "client_credentials")
-        {
+        if !client.rules.client_credentials {
             return Err(Error::UnauthorizedClient(
                 "the client is not registered for the client_credentials grant".into(),
             ));
         }
-        let registered: Vec<&str> = client.metadata.scope_tokens().collect();
+        let registered: Vec<&str> = client.rules.scope_tokens().collect();
         let granted: Vec<&str> = match scope {
             None => registered.clone(),
             Some(requested) => {
@@ -120,8 +115,7 @@ impl Registry {
         };
         let granted = granted.join(" ");
         let initial = granted == self.settings.initial_access_scope;
-        let bound_by_metadata =
-            client.metadata.tls_client_certificate_bound_access_tokens == Some(true);
+        let bound_by_metadata = client.rules.bound_tokens;
         let cnf = if initial {
             // Handed to the registering client: never bound (SPEC §6a.8).
             None

@@ -20,13 +20,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::metadata::ClientMetadata;
+use crate::metadata::Registered;
 use crate::registry::AccessToken;
 use crate::secret::Digest;
 
 /// One durable state change.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+// Externally tagged: an internally tagged enum would buffer each record, which is slower
+// and cannot carry the raw metadata JSON.
+#[serde(rename_all = "snake_case")]
 pub enum Change {
     /// A client's whole record after the change (register, rotate, update).
     Client {
@@ -52,7 +54,7 @@ pub enum Change {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredClient {
     pub issued_at: u64,
-    pub metadata: std::sync::Arc<ClientMetadata>,
+    pub metadata: std::sync::Arc<Registered>,
     #[serde(default, with = "b64_opt", skip_serializing_if = "Option::is_none")]
     pub secret: Option<Digest>,
     #[serde(default, with = "b64_opt", skip_serializing_if = "Option::is_none")]
