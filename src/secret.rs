@@ -14,16 +14,20 @@ pub type Digest = [u8; 32];
 
 /// A fresh credential: 32 random bytes, base64url without padding (43 characters).
 pub fn generate() -> String {
-    let mut bytes = [0u8; 32];
-    fill(&mut bytes);
+    encode(&random::<32>())
+}
+
+/// base64url without padding, the form every credential and id is handed out in.
+pub fn encode(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// A fresh client identifier: 16 random bytes, base64url (22 characters).
-pub fn generate_id() -> String {
-    let mut bytes = [0u8; 16];
+/// `N` bytes from the OS RNG in one system call (callers that need several values draw
+/// them together).
+pub fn random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
     fill(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
+    bytes
 }
 
 fn fill(buf: &mut [u8]) {

@@ -170,8 +170,8 @@ pub struct StaticClient {
 
 /// The registry of dynamically registered clients.
 pub struct Registry {
-    clients: DashMap<String, Client>,
-    tokens: DashMap<Digest, TokenRecord>,
+    clients: ClientMap,
+    tokens: TokenMap,
     statics: std::collections::HashMap<String, StaticClient>,
     settings: Settings,
     clock: Arc<dyn Clock>,
@@ -244,6 +244,7 @@ impl ClientResponse {
 
 /// Credentials drawn before taking a lock, so the lock covers no syscall.
 struct Fresh {
+    id: [u8; 16],
     token: String,
     token_digest: Digest,
     secret: String,
@@ -252,15 +253,53 @@ struct Fresh {
 
 impl Fresh {
     fn draw() -> Self {
-        let token = crate::secret::generate();
-        let secret = crate::secret::generate();
+        let bytes = crate::secret::random::<80>();
+        let token = crate::secret::encode(&bytes[16..48]);
+        let secret = crate::secret::encode(&bytes[48..80]);
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&bytes[..16]);
         Self {
+            id,
             token_digest: crate::secret::digest(&token),
             secret_digest: crate::secret::digest(&secret),
             token,
             secret,
         }
     }
+
+    /// A new client_id (22 characters).
+    fn client_id(&self) -> String {
+        crate::secret::encode(&self.id)
+    }
+}
+
+/// `clients` keys are server-generated random ids; look-ups with hostile keys cannot
+/// insert, so a fast non-keyed hash is safe here.
+type ClientMap = DashMap<String, Client, rustc_hash::FxBuildHasher>;
+
+/// `tokens` keys are SHA-256 digests, already uniformly random: folding their words is
+/// hash enough.
+type TokenMap = DashMap<Digest, TokenRecord, std::hash::BuildHasherDefault<DigestHasher>>;
+
+/// Hashes a digest by folding its 8-byte words.
+#[derive(Default)]
+pub struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // A [u8; 32] key arrives as one 32-byte write (after its length, below).
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(29) ^ u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_usize(&mut self, _: usize) {}
 }
 
 // === impl Registry ===
@@ -270,8 +309,12 @@ impl Registry {
     pub fn new(settings: Settings, clock: Arc<dyn Clock>) -> Self {
         // Many shards keep each shard's lock short, also while a snapshot copies it.
         Self {
-            clients: DashMap::with_shard_amount(64),
-            tokens: DashMap::with_shard_amount(64),
+            clients: ClientMap::with_capacity_and_hasher_and_shard_amount(
+                0,
+                Default::default(),
+                64,
+            ),
+            tokens: TokenMap::with_capacity_and_hasher_and_shard_amount(0, Default::default(), 64),
             statics: std::collections::HashMap::new(),
             settings,
             clock,
@@ -360,32 +403,25 @@ impl Registry {
         match change {
             Change::Client { id, client: c } => {
                 let c = *c;
-                if let Some(old) = self.clients.get(&id) {
+                let client = Client {
+                    issued_at: c.issued_at,
+                    metadata: c.metadata,
+                    secret: c.secret,
+                    bound: c.bound,
+                    reg_token: RegToken {
+                        digest: c.reg_token,
+                        issued_at: c.reg_token_issued_at,
+                        revoked: c.reg_token_revoked,
+                    },
+                    grace: None,
+                };
+                if let Some(old) = self.clients.insert(id.clone(), client) {
                     self.tokens.remove(&old.reg_token.digest);
                 }
                 if !c.reg_token_revoked {
-                    self.tokens.insert(
-                        c.reg_token,
-                        TokenRecord::Registration {
-                            client_id: id.clone(),
-                        },
-                    );
+                    self.tokens
+                        .insert(c.reg_token, TokenRecord::Registration { client_id: id });
                 }
-                self.clients.insert(
-                    id,
-                    Client {
-                        issued_at: c.issued_at,
-                        metadata: c.metadata,
-                        secret: c.secret,
-                        bound: c.bound,
-                        reg_token: RegToken {
-                            digest: c.reg_token,
-                            issued_at: c.reg_token_issued_at,
-                            revoked: c.reg_token_revoked,
-                        },
-                        grace: None,
-                    },
-                );
             }
             Change::Delete { id } => {
                 if let Some((_, old)) = self.clients.remove(&id) {

@@ -69,7 +69,7 @@ impl Registry {
             }
         }
         let fresh = Fresh::draw();
-        let client_id = crate::secret::generate_id();
+        let client_id = fresh.client_id();
         let now = self.now();
         let metadata = Arc::new(metadata);
         let uses_secret = metadata.rules.uses_secret();
