@@ -1121,7 +1121,7 @@ fn register_many(
             .register(template.clone(), Some(cert))
             .map_err(|e| format!("registration {i} failed: {e:?}"))?;
         if i == 0 {
-            metadata_json = resp.metadata.json.get().len();
+            metadata_json = resp.metadata.json.len();
         }
         if i > 0 && i % 250_000 == 0 {
             eprintln!("  {i} clients registered");
@@ -1278,7 +1278,20 @@ fn micro(opts: &MicroOpts) -> Result<(), Error> {
         .register(template.clone(), Some(&cert))
         .map_err(|e| format!("registration failed: {e:?}"))?;
     let metadata = resp.metadata.clone();
-    let metadata_json = serde_json::to_vec(&*metadata)?;
+    let record = certgate::store::Change::Client {
+        id: resp.client_id.clone(),
+        client: Box::new(certgate::store::StoredClient {
+            issued_at: resp.client_id_issued_at,
+            metadata: metadata.clone(),
+            secret: None,
+            bound: Some(cert.sha256),
+            reg_token: [7u8; 32],
+            reg_token_issued_at: resp.client_id_issued_at,
+            reg_token_revoked: false,
+        }),
+    };
+    let mut encoded = Vec::new();
+    certgate::store::codec::encode(&record, &mut encoded);
 
     let rows: Vec<(&str, f64)> =
         vec![
@@ -1342,14 +1355,16 @@ fn micro(opts: &MicroOpts) -> Result<(), Error> {
             time_per_call(n, || state.identify(std::slice::from_ref(&der), CertSource::Tls)),
         ),
         (
-            "stored metadata → JSON (most of a journal or snapshot record)",
-            time_per_call(n, || serde_json::to_vec(&*metadata)),
+            "client record → bytes (a journal or snapshot record, `store::codec`)",
+            time_per_call(n, || {
+                let mut out = Vec::with_capacity(1024);
+                certgate::store::codec::encode(&record, &mut out);
+                out
+            }),
         ),
         (
-            "JSON → stored metadata (most of restoring one snapshot record)",
-            time_per_call(n, || {
-                serde_json::from_slice::<certgate::metadata::Registered>(&metadata_json)
-            }),
+            "bytes → client record (restoring one snapshot record)",
+            time_per_call(n, || certgate::store::codec::decode(&encoded)),
         ),
     ];
     std::mem::forget(registry);

@@ -5,7 +5,6 @@
 //! fields, language-tagged variants) is kept verbatim and returned, as RFC 7591 §2 asks.
 
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::cert_match;
@@ -151,46 +150,34 @@ pub struct ClientMetadata {
 /// What the registry keeps of a client's metadata: the JSON it answers with, verbatim,
 /// and the few rules the server acts on, parsed once at registration or update. Keeping
 /// the JSON as one string (not 20 optional fields) is what keeps a client near 1 KiB.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registered {
     /// The registered metadata as a compact JSON object (no server-issued fields).
-    pub json: Box<RawValue>,
+    pub json: Box<str>,
     /// What authentication and token issuance need.
     pub rules: ClientRules,
 }
 
-impl PartialEq for Registered {
-    fn eq(&self, other: &Self) -> bool {
-        self.json.get() == other.json.get() && self.rules == other.rules
-    }
-}
-
 /// The parts of a client's metadata the server enforces.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientRules {
     pub auth: AuthMethod,
     /// `client_credentials` is among the grant types.
     pub client_credentials: bool,
     /// Space-separated registered scope.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<Box<str>>,
     /// The one `tls_client_auth_*` value, for `tls_client_auth`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<SubjectRule>,
     /// SHA-256 of the `jwks` `x5c` leaf certificates, sorted.
-    #[serde(default, skip_serializing_if = "<[_]>::is_empty")]
     pub x5c: Box<[[u8; 32]]>,
     /// A `jwks_uri` is registered.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub jwks_uri: bool,
     /// `tls_client_certificate_bound_access_tokens`.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub bound_tokens: bool,
 }
 
 /// The declared certificate subject or SAN of a `tls_client_auth` client (RFC 8705 §2.1.2).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubjectRule {
     /// Canonical form (`cert_match::canonical_dn`).
     Dn(Box<str>),
@@ -456,9 +443,11 @@ impl ClientMetadata {
         let rules = self.rules();
         // Serializing plain data into a string cannot fail; `{}` would only lose the
         // echo of the metadata, never a rule.
-        let json = serde_json::value::to_raw_value(&self)
-            .unwrap_or_else(|_| RawValue::from_string("{}".into()).unwrap_or_default());
-        Registered { json, rules }
+        let json = serde_json::to_string(&self).unwrap_or_else(|_| "{}".into());
+        Registered {
+            json: json.into_boxed_str(),
+            rules,
+        }
     }
 }
 

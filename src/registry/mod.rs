@@ -218,7 +218,7 @@ pub struct ClientResponse {
 impl ClientResponse {
     /// The JSON body.
     pub fn to_json(&self) -> Vec<u8> {
-        let meta = self.metadata.json.get().trim();
+        let meta = self.metadata.json.trim();
         let mut out = Vec::with_capacity(256 + meta.len());
         // Serializing strings and integers into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut out, self);

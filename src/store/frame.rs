@@ -8,10 +8,19 @@ const HEADER: usize = 8;
 
 /// Appends one framed record to `out`.
 pub fn encode(payload: &[u8], out: &mut Vec<u8>) {
-    out.reserve(HEADER + payload.len());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
-    out.extend_from_slice(payload);
+    encode_with(out, |out| out.extend_from_slice(payload));
+}
+
+/// Appends one framed record whose payload `write` appends to `out` (no extra copy).
+pub fn encode_with(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER]);
+    write(out);
+    let payload = &out[start + HEADER..];
+    let len = (payload.len() as u32).to_le_bytes();
+    let crc = crc32c::crc32c(payload).to_le_bytes();
+    out[start..start + 4].copy_from_slice(&len);
+    out[start + 4..start + 8].copy_from_slice(&crc);
 }
 
 /// What reading a buffer of records found.

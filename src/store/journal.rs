@@ -14,7 +14,7 @@ use std::sync::{mpsc, Mutex};
 
 use tokio::sync::watch;
 
-use super::{frame, Change, StoreError};
+use super::{codec, frame, Change, StoreError};
 
 enum Cmd {
     Append(u64, Vec<u8>),
@@ -68,10 +68,8 @@ impl Journal {
     /// Queues a change. Call it while the state it describes is still locked, so changes
     /// to one client reach the journal in the order they happened.
     pub fn append(&self, change: &Change) {
-        let mut buf = Vec::with_capacity(512);
-        // Serializing these types cannot fail (no maps with non-string keys).
-        let payload = serde_json::to_vec(change).unwrap_or_default();
-        frame::encode(&payload, &mut buf);
+        let mut buf = Vec::with_capacity(1024);
+        frame::encode_with(&mut buf, |out| codec::encode(change, out));
         let mut guard = match self.tx.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),

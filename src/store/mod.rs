@@ -8,27 +8,21 @@
 //! grace-period successor (SPEC §6a.17) is never persisted.
 //!
 //! Files in `store.data_dir`:
-//! - `journal-<gen>.log`: framed records (length, CRC32C, JSON) appended by one writer thread
+//! - `journal-<gen>.log`: framed records (length, CRC32C, `codec` binary) appended by one writer thread
 //!   with group commit;
 //! - `snapshot-<gen>.snap`: everything that journals before `<gen>` contained.
 
+pub mod codec;
 pub mod frame;
 pub mod journal;
 pub mod snapshot;
-
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::metadata::Registered;
 use crate::registry::AccessToken;
 use crate::secret::Digest;
 
 /// One durable state change.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-// Externally tagged: an internally tagged enum would buffer each record, which is slower
-// and cannot carry the raw metadata JSON.
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone)]
 pub enum Change {
     /// A client's whole record after the change (register, rotate, update).
     Client {
@@ -38,45 +32,32 @@ pub enum Change {
     /// A client was deleted.
     Delete { id: String },
     /// An access token was issued, or its remaining uses changed.
-    Token {
-        #[serde(with = "b64")]
-        digest: Digest,
-        token: StoredToken,
-    },
+    Token { digest: Digest, token: StoredToken },
     /// An access token was revoked.
-    Revoke {
-        #[serde(with = "b64")]
-        digest: Digest,
-    },
+    Revoke { digest: Digest },
 }
 
-/// A client record as written to disk.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A client record as written to disk (digests only, never a credential).
+#[derive(Debug, Clone)]
 pub struct StoredClient {
     pub issued_at: u64,
     pub metadata: std::sync::Arc<Registered>,
-    #[serde(default, with = "b64_opt", skip_serializing_if = "Option::is_none")]
     pub secret: Option<Digest>,
-    #[serde(default, with = "b64_opt", skip_serializing_if = "Option::is_none")]
     pub bound: Option<[u8; 32]>,
-    #[serde(with = "b64")]
     pub reg_token: Digest,
     pub reg_token_issued_at: u64,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reg_token_revoked: bool,
 }
 
 /// An access token record as written to disk.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct StoredToken {
     pub client_id: String,
     pub scope: String,
     pub iat: u64,
     pub exp: u64,
-    #[serde(default, with = "b64_opt", skip_serializing_if = "Option::is_none")]
     pub cnf: Option<[u8; 32]>,
     pub dynamic: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uses_left: Option<u32>,
 }
 
@@ -119,37 +100,3 @@ impl std::fmt::Display for StoreError {
 }
 
 impl std::error::Error for StoreError {}
-
-mod b64 {
-    use super::*;
-
-    pub fn serialize<S: Serializer>(d: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&URL_SAFE_NO_PAD.encode(d))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
-        let s = String::deserialize(d)?;
-        let v = URL_SAFE_NO_PAD
-            .decode(s)
-            .map_err(serde::de::Error::custom)?;
-        v.try_into()
-            .map_err(|_| serde::de::Error::custom("digest is not 32 bytes"))
-    }
-}
-
-mod b64_opt {
-    use super::*;
-
-    pub fn serialize<S: Serializer>(d: &Option<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => b64::serialize(d, s),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 32]>, D::Error> {
-        #[derive(Deserialize)]
-        struct W(#[serde(with = "b64")] [u8; 32]);
-        Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
-    }
-}

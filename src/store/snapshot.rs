@@ -9,22 +9,9 @@ use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use super::frame::{self, Tail};
 use super::journal::{self, journal_path, sync_dir};
-use super::{Change, StoreError};
-
-#[derive(Serialize, Deserialize)]
-struct Header {
-    certgate_snapshot: u32,
-    generation: u64,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Trailer {
-    end: u64,
-}
+use super::{codec, Change, StoreError};
 
 /// The snapshot file name of generation `gen`.
 pub fn snapshot_path(dir: &Path, gen: u64) -> PathBuf {
@@ -43,28 +30,18 @@ pub fn write(
     let file = fs::File::create(&tmp).map_err(io)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     let mut buf = Vec::with_capacity(4096);
-    let mut payload = Vec::with_capacity(4096);
-    let mut put = |value: &dyn erased::Ser, out: &mut std::io::BufWriter<fs::File>| {
-        payload.clear();
-        value.to_json(&mut payload);
+    let mut put = |encode: &dyn Fn(&mut Vec<u8>), out: &mut std::io::BufWriter<fs::File>| {
         buf.clear();
-        frame::encode(&payload, &mut buf);
+        frame::encode_with(&mut buf, encode);
         out.write_all(&buf)
     };
-    put(
-        &Header {
-            certgate_snapshot: 1,
-            generation: gen,
-        },
-        &mut out,
-    )
-    .map_err(io)?;
+    put(&|o| codec::encode_header(gen, o), &mut out).map_err(io)?;
     let mut n = 0u64;
     for change in changes {
-        put(&change, &mut out).map_err(io)?;
+        put(&|o| codec::encode(&change, o), &mut out).map_err(io)?;
         n += 1;
     }
-    put(&Trailer { end: n }, &mut out).map_err(io)?;
+    put(&|o| codec::encode_trailer(n, o), &mut out).map_err(io)?;
     let file = out.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;
     let size = file.metadata().map_err(io)?.len();
@@ -143,39 +120,29 @@ fn load_snapshot(path: &Path, gen: u64, apply: &mut impl FnMut(Change)) -> Resul
             return Err(corrupt(offset, "damaged record"))
         }
     }
-    let mut offset = 0usize;
-    let mut iter = records.iter();
-    let header: Header = iter
-        .next()
-        .and_then(|r| serde_json::from_slice(r).ok())
-        .ok_or_else(|| corrupt(0, "missing header"))?;
-    if header.certgate_snapshot != 1 || header.generation != gen {
+    let Some((&first, rest)) = records.split_first() else {
+        return Err(corrupt(0, "missing header"));
+    };
+    if codec::decode_header(first) != Some((1, gen)) {
         return Err(corrupt(0, "unexpected header"));
     }
+    let Some((&last, body)) = rest.split_last() else {
+        return Err(corrupt(bytes.len(), "missing trailer (truncated)"));
+    };
+    let mut offset = 8 + first.len();
     let mut n = 0u64;
-    offset += 8 + records.first().map_or(0, |r| r.len());
-    let mut ended = false;
-    for record in iter {
-        if ended {
-            return Err(corrupt(offset, "data after the trailer"));
-        }
-        if let Ok(change) = serde_json::from_slice::<Change>(record) {
-            apply(change);
-            n += 1;
-        } else if let Ok(trailer) = serde_json::from_slice::<Trailer>(record) {
-            if trailer.end != n {
-                return Err(corrupt(offset, "record count does not match the trailer"));
-            }
-            ended = true;
-        } else {
-            return Err(corrupt(offset, "unreadable record"));
-        }
+    for record in body {
+        let change = codec::decode(record)
+            .map_err(|e| corrupt(offset, &format!("unreadable record: {e}")))?;
+        apply(change);
+        n += 1;
         offset += 8 + record.len();
     }
-    if !ended {
-        return Err(corrupt(offset, "missing trailer (truncated)"));
+    match codec::decode_trailer(last) {
+        Some(count) if count == n => Ok(()),
+        Some(_) => Err(corrupt(offset, "record count does not match the trailer")),
+        None => Err(corrupt(offset, "missing trailer (truncated)")),
     }
-    Ok(())
 }
 
 fn replay_journal(
@@ -188,7 +155,7 @@ fn replay_journal(
     let (records, tail) = frame::decode(&bytes);
     let mut offset = 0usize;
     for record in records {
-        let change: Change = serde_json::from_slice(record).map_err(|e| {
+        let change = codec::decode(record).map_err(|e| {
             StoreError(format!(
                 "{}: corrupt journal at byte offset {offset}: unreadable record: {e}",
                 path.display()
@@ -252,20 +219,6 @@ fn generations(dir: &Path) -> Result<(Vec<u64>, Vec<u64>), StoreError> {
     snapshots.sort_unstable();
     journals.sort_unstable();
     Ok((snapshots, journals))
-}
-
-/// Serializes heterogeneous records without boxing serde's generic trait.
-mod erased {
-    pub trait Ser {
-        fn to_json(&self, out: &mut Vec<u8>);
-    }
-
-    impl<T: serde::Serialize> Ser for T {
-        fn to_json(&self, out: &mut Vec<u8>) {
-            // Serializing these plain types into a Vec cannot fail.
-            let _ = serde_json::to_writer(out, self);
-        }
-    }
 }
 
 #[cfg(test)]
