@@ -71,7 +71,10 @@ pub fn remove_older(dir: &Path, gen: u64) {
 /// A torn last record of the last journal is dropped with a warning (and cut off, so new
 /// records do not follow garbage); any other damage refuses to start, naming the file and
 /// byte offset.
-pub fn recover(dir: &Path, mut apply: impl FnMut(Change)) -> Result<u64, StoreError> {
+///
+/// `apply` is called from several threads while the snapshot loads (a snapshot holds each
+/// client once, so its records commute), then in order for the journals.
+pub fn recover(dir: &Path, apply: impl Fn(Change) + Sync) -> Result<u64, StoreError> {
     fs::create_dir_all(dir)
         .map_err(|e| StoreError(format!("{}: cannot create: {e}", dir.display())))?;
     for entry in fs::read_dir(dir)
@@ -86,7 +89,7 @@ pub fn recover(dir: &Path, mut apply: impl FnMut(Change)) -> Result<u64, StoreEr
     let (snapshots, journals) = generations(dir)?;
     let base = snapshots.last().copied();
     if let Some(gen) = base {
-        load_snapshot(&snapshot_path(dir, gen), gen, &mut apply)?;
+        load_snapshot(&snapshot_path(dir, gen), gen, &apply)?;
     }
     let live: Vec<u64> = journals
         .iter()
@@ -95,7 +98,7 @@ pub fn recover(dir: &Path, mut apply: impl FnMut(Change)) -> Result<u64, StoreEr
         .collect();
     for (i, gen) in live.iter().enumerate() {
         let last = i + 1 == live.len();
-        replay_journal(&journal_path(dir, *gen), last, &mut apply)?;
+        replay_journal(&journal_path(dir, *gen), last, &apply)?;
     }
     // Journals a snapshot already covers (a crash between rename and clean-up).
     for g in journals.iter().filter(|g| base.is_some_and(|b| **g < b)) {
@@ -104,7 +107,11 @@ pub fn recover(dir: &Path, mut apply: impl FnMut(Change)) -> Result<u64, StoreEr
     Ok(live.last().copied().or(base).unwrap_or(0))
 }
 
-fn load_snapshot(path: &Path, gen: u64, apply: &mut impl FnMut(Change)) -> Result<(), StoreError> {
+fn load_snapshot(
+    path: &Path,
+    gen: u64,
+    apply: &(impl Fn(Change) + Sync),
+) -> Result<(), StoreError> {
     let bytes =
         fs::read(path).map_err(|e| StoreError(format!("{}: cannot read: {e}", path.display())))?;
     let (records, tail) = frame::decode(&bytes);
@@ -129,15 +136,35 @@ fn load_snapshot(path: &Path, gen: u64, apply: &mut impl FnMut(Change)) -> Resul
     let Some((&last, body)) = rest.split_last() else {
         return Err(corrupt(bytes.len(), "missing trailer (truncated)"));
     };
-    let mut offset = 8 + first.len();
-    let mut n = 0u64;
-    for record in body {
-        let change = codec::decode(record)
-            .map_err(|e| corrupt(offset, &format!("unreadable record: {e}")))?;
-        apply(change);
-        n += 1;
-        offset += 8 + record.len();
-    }
+    let offset_of = |record: &[u8]| record.as_ptr() as usize - bytes.as_ptr() as usize - 8;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let per_thread = body.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = body
+            .chunks(per_thread)
+            .map(|part| {
+                scope.spawn(move || {
+                    for record in part {
+                        let change = codec::decode(record).map_err(|e| {
+                            corrupt(offset_of(record), &format!("unreadable record: {e}"))
+                        })?;
+                        apply(change);
+                    }
+                    Ok::<(), StoreError>(())
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker
+                .join()
+                .map_err(|_| corrupt(0, "a restore thread panicked"))??;
+        }
+        Ok::<(), StoreError>(())
+    })?;
+    let n = body.len() as u64;
+    let offset = offset_of(last);
     match codec::decode_trailer(last) {
         Some(count) if count == n => Ok(()),
         Some(_) => Err(corrupt(offset, "record count does not match the trailer")),
@@ -145,11 +172,7 @@ fn load_snapshot(path: &Path, gen: u64, apply: &mut impl FnMut(Change)) -> Resul
     }
 }
 
-fn replay_journal(
-    path: &Path,
-    last: bool,
-    apply: &mut impl FnMut(Change),
-) -> Result<(), StoreError> {
+fn replay_journal(path: &Path, last: bool, apply: &impl Fn(Change)) -> Result<(), StoreError> {
     let bytes =
         fs::read(path).map_err(|e| StoreError(format!("{}: cannot read: {e}", path.display())))?;
     let (records, tail) = frame::decode(&bytes);
@@ -228,9 +251,12 @@ mod tests {
     #[test]
     fn recover_on_an_empty_dir_starts_at_generation_zero() {
         let dir = tempfile::tempdir().unwrap();
-        let mut n = 0;
-        assert_eq!(recover(dir.path(), |_| n += 1).unwrap(), 0);
-        assert_eq!(n, 0);
+        let n = std::sync::atomic::AtomicUsize::new(0);
+        let gen = recover(dir.path(), |_| {
+            n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        assert_eq!(gen.unwrap(), 0);
+        assert_eq!(n.into_inner(), 0);
     }
 
     #[test]
@@ -240,10 +266,10 @@ mod tests {
             id: format!("c{i}"),
         });
         write(dir.path(), 3, changes).unwrap();
-        let mut seen = Vec::new();
-        let gen = recover(dir.path(), |c| seen.push(c)).unwrap();
+        let seen = std::sync::Mutex::new(Vec::new());
+        let gen = recover(dir.path(), |c| seen.lock().unwrap().push(c)).unwrap();
         assert_eq!(gen, 3);
-        assert_eq!(seen.len(), 10);
+        assert_eq!(seen.into_inner().unwrap().len(), 10);
 
         let path = snapshot_path(dir.path(), 3);
         let bytes = fs::read(&path).unwrap();
