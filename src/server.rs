@@ -108,11 +108,19 @@ async fn snapshot_periodically(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Writes a snapshot off the runtime threads (requests keep being served meanwhile).
+/// Drops expired access tokens, then writes a snapshot, off the runtime threads
+/// (requests keep being served meanwhile).
 async fn snapshot(app: &Arc<App>) {
     let app = app.clone();
     let started = std::time::Instant::now();
-    match tokio::task::spawn_blocking(move || app.registry.snapshot()).await {
+    let work = move || {
+        let pruned = app.registry.prune_tokens();
+        if pruned > 0 {
+            tracing::debug!(pruned, "expired access tokens dropped");
+        }
+        app.registry.snapshot()
+    };
+    match tokio::task::spawn_blocking(work).await {
         Ok(Ok(Some(s))) => tracing::info!(
             generation = s.generation,
             clients = s.clients,

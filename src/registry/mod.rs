@@ -531,11 +531,6 @@ impl Registry {
         self.clients.contains_key(client_id)
     }
 
-    /// A copy of one client's record (tests and operators; not on a hot path).
-    pub fn client(&self, client_id: &str) -> Option<Client> {
-        self.clients.get(client_id).map(|c| c.clone())
-    }
-
     fn now(&self) -> u64 {
         self.clock.now()
     }
