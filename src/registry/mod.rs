@@ -25,7 +25,7 @@ use crate::identity::ClientCertificate;
 use crate::metadata::{ClientRules, MetadataError, Policy, Registered};
 use crate::secret::Digest;
 use crate::store::journal::Journal;
-use crate::store::{self, Change, StoreError, StoredClient, StoredToken};
+use crate::store::{self, Change, StoreError, StoredClient};
 
 pub use client_auth::{Authenticated, ClientCredentials};
 pub use management::{ManageOp, Outcome};
@@ -430,7 +430,7 @@ impl Registry {
             }
             Change::Token { digest, token } => {
                 self.tokens
-                    .insert(digest, TokenRecord::Access(Box::new(token.into())));
+                    .insert(digest, TokenRecord::Access(Box::new(token)));
             }
             Change::Revoke { digest } => {
                 self.tokens.remove(&digest);
@@ -489,7 +489,7 @@ impl Registry {
                 TokenRecord::Access(t) if now < t.exp && t.uses_left != Some(0) => {
                     Some(Change::Token {
                         digest: *e.key(),
-                        token: StoredToken::from(&**t),
+                        token: (**t).clone(),
                     })
                 }
                 _ => None,

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::{Authenticated, Error, Registry, TokenRecord};
 use crate::identity::ClientCertificate;
 use crate::secret::{self, Digest};
-use crate::store::{Change, StoredToken};
+use crate::store::Change;
 
 /// An access token's record (the token itself is only its digest, the map key).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,7 +148,7 @@ impl Registry {
         // Insert before journaling, for the same reason as in `register`.
         let change = self.journaling().then(|| Change::Token {
             digest,
-            token: StoredToken::from(&record),
+            token: record.clone(),
         });
         self.tokens
             .insert(digest, TokenRecord::Access(Box::new(record)));
@@ -233,7 +233,7 @@ impl Registry {
                 t.uses_left = t.uses_left.map(|n| n - 1);
                 self.persist(|| Change::Token {
                     digest,
-                    token: StoredToken::from(&**t),
+                    token: (**t).clone(),
                 });
                 true
             }
@@ -259,7 +259,7 @@ impl Registry {
             t.uses_left = t.uses_left.map(|n| n + 1);
             self.persist(|| Change::Token {
                 digest: used.digest,
-                token: StoredToken::from(&**t),
+                token: (**t).clone(),
             });
         }
     }

@@ -8,8 +8,9 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::{Change, StoredClient, StoredToken};
+use super::{Change, StoredClient};
 use crate::metadata::{AuthMethod, ClientRules, Registered, SubjectRule};
+use crate::registry::AccessToken;
 
 const CLIENT: u8 = 1;
 const DELETE: u8 = 2;
@@ -90,7 +91,7 @@ pub fn decode(bytes: &[u8]) -> Result<Change, String> {
         DELETE => Change::Delete { id: r.string()? },
         TOKEN => Change::Token {
             digest: r.bytes32()?,
-            token: StoredToken {
+            token: AccessToken {
                 client_id: r.string()?,
                 scope: r.string()?,
                 iat: r.u64()?,
@@ -372,7 +373,7 @@ mod tests {
     fn every_record_round_trips() {
         let token = Change::Token {
             digest: [3u8; 32],
-            token: StoredToken {
+            token: AccessToken {
                 client_id: "abc".into(),
                 scope: "dcr".into(),
                 iat: 1,

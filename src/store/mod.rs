@@ -32,7 +32,7 @@ pub enum Change {
     /// A client was deleted.
     Delete { id: String },
     /// An access token was issued, or its remaining uses changed.
-    Token { digest: Digest, token: StoredToken },
+    Token { digest: Digest, token: AccessToken },
     /// An access token was revoked.
     Revoke { digest: Digest },
 }
@@ -47,46 +47,6 @@ pub struct StoredClient {
     pub reg_token: Digest,
     pub reg_token_issued_at: u64,
     pub reg_token_revoked: bool,
-}
-
-/// An access token record as written to disk.
-#[derive(Debug, Clone)]
-pub struct StoredToken {
-    pub client_id: String,
-    pub scope: String,
-    pub iat: u64,
-    pub exp: u64,
-    pub cnf: Option<[u8; 32]>,
-    pub dynamic: bool,
-    pub uses_left: Option<u32>,
-}
-
-impl From<&AccessToken> for StoredToken {
-    fn from(t: &AccessToken) -> Self {
-        Self {
-            client_id: t.client_id.clone(),
-            scope: t.scope.clone(),
-            iat: t.iat,
-            exp: t.exp,
-            cnf: t.cnf,
-            dynamic: t.dynamic,
-            uses_left: t.uses_left,
-        }
-    }
-}
-
-impl From<StoredToken> for AccessToken {
-    fn from(t: StoredToken) -> Self {
-        Self {
-            client_id: t.client_id,
-            scope: t.scope,
-            iat: t.iat,
-            exp: t.exp,
-            cnf: t.cnf,
-            dynamic: t.dynamic,
-            uses_left: t.uses_left,
-        }
-    }
 }
 
 /// A storage failure, naming the file and, for bad data, the byte offset.
