@@ -57,20 +57,6 @@ async fn admin_token(s: &Server, scope: Option<&str>) -> String {
     r.json()["access_token"].as_str().unwrap().to_owned()
 }
 
-/// Introspects `token` as the admin (introspect = true).
-async fn introspect(s: &Server, token: &str) -> Value {
-    let r = s
-        .tls(Some("admin"))
-        .post_form(
-            "/introspect",
-            &[],
-            &[("client_id", "admin"), ("token", token)],
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK);
-    r.json()
-}
-
 fn auth(token: &str) -> String {
     format!("Bearer {token}")
 }
@@ -144,7 +130,7 @@ fn assert_created(r: &Resp) -> Value {
 async fn rfc8705_3_dcrm_token_issued_to_the_admin_is_bound_to_the_admin_certificate() {
     let s = Server::start(ADMIN).await;
     let dcrm = admin_token(&s, Some("dcrm")).await;
-    let body = introspect(&s, &dcrm).await;
+    let body = introspect_as_admin(&s, &dcrm).await;
     assert_eq!(body["active"], true);
     assert_eq!(body["scope"], "dcrm");
     assert_eq!(body["client_id"], "admin");
@@ -245,7 +231,10 @@ async fn spec_4_dcrm_delete_removes_the_client_and_kills_its_registration_token(
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     // Its access tokens die with it (SPEC §4).
-    assert_eq!(introspect(&s, &own).await, json!({ "active": false }));
+    assert_eq!(
+        introspect_as_admin(&s, &own).await,
+        json!({ "active": false })
+    );
     let r = s
         .tls(Some("client1"))
         .get(
@@ -311,7 +300,7 @@ async fn spec_6a_7_dcrm_on_an_unknown_client_is_404_and_the_token_is_not_revoked
         .delete("/register/no-such-client", &[("authorization", &a)])
         .await;
     assert_error(&r, StatusCode::NOT_FOUND, "not_found");
-    assert_eq!(introspect(&s, &dcrm).await["active"], true);
+    assert_eq!(introspect_as_admin(&s, &dcrm).await["active"], true);
     let r = admin.get(&uri(&c), &[("authorization", &a)]).await;
     assert_eq!(r.status, StatusCode::OK);
     s.stop().await;
@@ -478,7 +467,7 @@ async fn spec_6a_3_failed_registration_does_not_consume_the_initial_access_token
     )
     .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_redirect_uri");
-    assert_eq!(introspect(&s, &dcr).await["active"], true);
+    assert_eq!(introspect_as_admin(&s, &dcr).await["active"], true);
     assert_created(&register_with(&s, None, Some(&dcr), &client_body()).await);
     s.stop().await;
 }
@@ -488,7 +477,7 @@ async fn spec_6a_8_initial_access_token_is_never_certificate_bound() {
     let s = Server::start(&initial_access_config("", "")).await;
     // Issued to the admin, who authenticated with its certificate.
     let dcr = admin_token(&s, Some("dcr")).await;
-    let body = introspect(&s, &dcr).await;
+    let body = introspect_as_admin(&s, &dcr).await;
     assert_eq!(body["active"], true);
     assert_eq!(body["scope"], "dcr");
     assert!(body.get("cnf").is_none(), "{body}");
@@ -529,7 +518,7 @@ async fn spec_6a_8_client_registered_with_an_initial_token_is_bound_to_its_own_c
 async fn spec_6a_21_dcrm_dcr_token_registers_without_being_consumed_and_stays_bound() {
     let s = Server::start(&initial_access_config("", "")).await;
     let wide = admin_token(&s, Some("dcrm dcr")).await;
-    let body = introspect(&s, &wide).await;
+    let body = introspect_as_admin(&s, &wide).await;
     assert_eq!(body["cnf"], json!({ "x5t#S256": thumbprint("admin") }));
     for _ in 0..2 {
         assert_created(&register_with(&s, Some("admin"), Some(&wide), &client_body()).await);
@@ -539,7 +528,7 @@ async fn spec_6a_21_dcrm_dcr_token_registers_without_being_consumed_and_stays_bo
         assert_bearer_error(&r, StatusCode::UNAUTHORIZED, "invalid_token");
     }
     assert_eq!(client_count(&s).await, 2);
-    assert_eq!(introspect(&s, &wide).await["active"], true);
+    assert_eq!(introspect_as_admin(&s, &wide).await["active"], true);
     s.stop().await;
 }
 

@@ -136,26 +136,6 @@ fn access_token(r: &Resp) -> String {
     granted(r)["access_token"].as_str().unwrap().to_owned()
 }
 
-/// Introspects `tok` as the static admin (introspect = true), asserting 200.
-async fn introspect_as_admin(s: &Server, tok: &str) -> Value {
-    let r = s
-        .tls(Some("admin"))
-        .post_form(
-            "/introspect",
-            &[],
-            &[("client_id", "admin"), ("token", tok)],
-        )
-        .await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "body: {:?}",
-        String::from_utf8_lossy(&r.body)
-    );
-    assert_no_store(&r);
-    r.json()
-}
-
 /// Introspects `tok` as a secret client using Basic, asserting 200.
 async fn introspect_basic(s: &Server, id: &str, secret: &str, tok: &str) -> Value {
     let auth = basic_auth(id, secret);

@@ -487,3 +487,25 @@ impl Client {
         .await
     }
 }
+
+// === shared by the token and dcrm tests ===
+
+/// Introspects `tok` as the static admin (introspect = true), asserting 200.
+pub async fn introspect_as_admin(s: &Server, tok: &str) -> Value {
+    let r = s
+        .tls(Some("admin"))
+        .post_form(
+            "/introspect",
+            &[],
+            &[("client_id", "admin"), ("token", tok)],
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "body: {:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_no_store(&r);
+    r.json()
+}
