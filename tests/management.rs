@@ -1390,3 +1390,113 @@ async fn rfc6750_bearer_scheme_name_is_case_insensitive() {
         .await;
     ok(&r);
 }
+
+// === regressions from the review of the management code ===
+
+#[tokio::test]
+async fn spec_6a_3_bound_token_used_on_an_unknown_client_without_its_certificate_is_not_revoked() {
+    let s = Server::start("[management]\nrequire_same_certificate = true\n").await;
+    let reg = register(
+        &s,
+        Some("client1"),
+        json!({"grant_types": ["client_credentials"]}),
+    )
+    .await;
+    let tok = token(&reg);
+    // Someone holding the leaked token but not client1's certificate.
+    let r = read(&s, Some("client2"), "/register/no-such-client", &tok).await;
+    assert_invalid_token(&r);
+    // The owner, with its certificate, still manages itself.
+    ok(&read(&s, Some("client1"), &path(&reg), &tok).await);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn spec_4_delete_racing_reads_with_one_token_lets_exactly_one_request_succeed() {
+    let s = Server::start("").await;
+    let reg = register(
+        &s,
+        Some("client1"),
+        json!({"grant_types": ["client_credentials"]}),
+    )
+    .await;
+    let tok = token(&reg);
+    let p = path(&reg);
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let c = s.tls(Some("client1"));
+        let (p, tok) = (p.clone(), tok.clone());
+        tasks.push(tokio::spawn(async move {
+            let h = [("authorization", auth(&tok))];
+            let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            if i % 2 == 0 {
+                c.delete(&p, &h).await.status
+            } else {
+                c.get(&p, &h).await.status
+            }
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        let status = t.await.unwrap();
+        if status.is_success() {
+            wins += 1;
+        } else {
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+        }
+    }
+    assert_eq!(wins, 1, "exactly one request with the token may succeed");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn spec_4_put_switching_from_a_certificate_method_to_a_secret_needs_no_certificate() {
+    let s = Server::start("").await;
+    let reg = register(
+        &s,
+        Some("client1"),
+        json!({
+            "grant_types": ["client_credentials"],
+            "token_endpoint_auth_method": "tls_client_auth",
+            "tls_client_auth_subject_dn": "CN=client1,O=certgate dev"
+        }),
+    )
+    .await;
+    let body = json!({
+        "client_id": id(&reg),
+        "grant_types": ["client_credentials"],
+        "token_endpoint_auth_method": "client_secret_basic"
+    });
+    let out = ok(&update(&s, None, &path(&reg), &token(&reg), &body).await);
+    assert!(
+        out["client_secret"].is_string(),
+        "a secret method gets a secret"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn rfc6750_put_with_an_unknown_token_is_401_before_the_body_is_judged() {
+    let s = Server::start("").await;
+    let reg = register(
+        &s,
+        Some("client1"),
+        json!({"grant_types": ["client_credentials"]}),
+    )
+    .await;
+    let unknown = "A".repeat(43);
+    let r = s
+        .tls(Some("client1"))
+        .send(
+            http::Method::PUT,
+            &path(&reg),
+            &[
+                ("authorization", &auth(&unknown)),
+                ("content-type", "text/plain"),
+            ],
+            Some(b"not json".to_vec()),
+        )
+        .await;
+    assert_invalid_token(&r);
+    s.stop().await;
+}

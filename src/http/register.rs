@@ -38,15 +38,11 @@ pub async fn register(
         Ok::<_, ApiError>(registry.register(body, cert.as_deref())?)
     }
     .await;
-    let resp = match result {
-        Ok(resp) => resp,
-        Err(e) => {
-            if let Some(used) = initial {
-                registry.refund_initial_access(used);
-            }
-            return Err(e);
-        }
-    };
+    // On an error (or if this future is dropped) `initial` gives its use back.
+    let resp = result?;
+    if let Some(used) = initial {
+        used.commit();
+    }
     ctx.app.metrics.registrations.inc();
     ctx.client_id = Some(resp.client_id.clone());
     Ok(raw_json(StatusCode::CREATED, resp.to_json().into(), true))
@@ -66,6 +62,21 @@ pub async fn manage(
     if !secret::well_formed(&token) {
         return Err(ApiError::invalid_token("unknown, expired or revoked token"));
     }
+    // Which kind of token this is, and whether an access token may manage at all, is
+    // settled before the body is read: a caller without a usable token learns nothing
+    // about how its body would fare.
+    let registry = &ctx.app.registry;
+    let self_managed = registry.is_registration_token(&token);
+    if !self_managed {
+        let access = registry.access_token(&token, cert.as_deref())?;
+        let scope = &registry.settings().dcrm_scope;
+        if !access.has_scope(scope) {
+            return Err(crate::registry::Error::InsufficientScope(format!(
+                "managing clients needs a registration access token or scope {scope:?}"
+            ))
+            .into());
+        }
+    }
     let op = match *req.method() {
         Method::GET => ManageOp::Read,
         Method::PUT => ManageOp::Update(
@@ -79,19 +90,9 @@ pub async fn manage(
         _ => ManageOp::Delete,
     };
     let rotates = !matches!(op, ManageOp::Delete);
-    let registry = &ctx.app.registry;
-    let outcome = if registry.is_registration_token(&token) {
+    let outcome = if self_managed {
         registry.manage_self(client_id, &token, cert.as_deref(), op)?
     } else {
-        // Not a registration token: it must be an access token with the dcrm scope.
-        let access = registry.access_token(&token, cert.as_deref())?;
-        let scope = &registry.settings().dcrm_scope;
-        if !access.has_scope(scope) {
-            return Err(crate::registry::Error::InsufficientScope(format!(
-                "managing clients needs a registration access token or scope {scope:?}"
-            ))
-            .into());
-        }
         registry.manage_admin(client_id, op)?
     };
     Ok(respond(ctx, outcome, rotates))

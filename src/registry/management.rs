@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::{Client, ClientResponse, Error, Fresh, Grace, RegToken, Registry, TokenRecord};
 use crate::cert_match;
 use crate::identity::ClientCertificate;
-use crate::metadata::{ClientMetadata, MetadataError, Registered};
+use crate::metadata::{AuthMethod, ClientMetadata, MetadataError, Registered};
 use crate::secret::{self, Digest};
 use crate::store::Change;
 
@@ -70,7 +70,7 @@ impl Registry {
             // RFC 7592 §2.1: an unknown client means the token SHOULD be revoked. A
             // token of another existing client is merely not valid here (SPEC §6a.6).
             if !self.clients.contains_key(client_id) && !self.is_static(client_id) {
-                self.revoke_registration_token(&owner, &digest);
+                self.revoke_registration_token(&owner, &digest, cert);
             }
             return Err(invalid_token("the token is not valid for this client"));
         }
@@ -128,9 +128,17 @@ impl Registry {
 
         // --- no refusal below this line: mutate ---
         if let ManageOp::Delete = op {
+            // The guard must go before `remove` (same shard); `delete_if` re-checks that
+            // the token is still the one presented, so a rotation in between wins.
             drop(client);
-            self.delete(client_id);
-            return Ok(Outcome::Deleted);
+            return if self.delete_if(client_id, |c| {
+                c.reg_token.digest == digest
+                    || c.grace.as_ref().is_some_and(|g| g.replaced == digest)
+            }) {
+                Ok(Outcome::Deleted)
+            } else {
+                Err(invalid_token("the token has been replaced"))
+            };
         }
 
         let response = match presented {
@@ -140,10 +148,14 @@ impl Registry {
                 let update_applied = update.is_some();
                 if let Some(update) = update {
                     if let Some(new) = apply_update(&mut client, update.metadata, &fresh) {
-                        secret = Some(new.clone());
-                        if let Some(g) = client.grace.as_mut() {
-                            g.secret = Some(new);
-                        }
+                        secret = Some(new);
+                    }
+                    if client.secret.is_none() {
+                        // The replayed body moved to a method without a secret.
+                        secret = None;
+                    }
+                    if let Some(g) = client.grace.as_mut() {
+                        g.secret.clone_from(&secret);
                     }
                 }
                 let token = client.grace.as_ref().map(|g| g.token.clone());
@@ -206,6 +218,12 @@ impl Registry {
     /// Administrative management with a `dcrm` token: any registered client, no rotation.
     /// The caller has already checked the token and its scope.
     pub fn manage_admin(&self, client_id: &str, op: ManageOp) -> Result<Outcome, Error> {
+        // An unknown client is a 404 whatever the body says (SPEC §6a.7).
+        if !self.clients.contains_key(client_id) {
+            return Err(Error::NotFound(format!(
+                "no registered client {client_id:?}"
+            )));
+        }
         let (delete, update) = match op {
             ManageOp::Update(body) => (false, Some(self.prepare_update(client_id, body)?)),
             ManageOp::Read => (false, None),
@@ -275,9 +293,19 @@ impl Registry {
         })
     }
 
-    /// Revokes `owner`'s registration token `digest` (RFC 7592 §2.1), durably.
-    fn revoke_registration_token(&self, owner: &str, digest: &Digest) {
+    /// Revokes `owner`'s registration token `digest` (RFC 7592 §2.1), durably — unless
+    /// `require_same_certificate` binds it to a certificate the caller did not present:
+    /// a leaked bound token must not be enough to lock its client out (SPEC §6a.3).
+    fn revoke_registration_token(
+        &self,
+        owner: &str,
+        digest: &Digest,
+        cert: Option<&ClientCertificate>,
+    ) {
         if let Some(mut client) = self.clients.get_mut(owner) {
+            if self.settings.require_same_certificate && !Self::same_certificate(&client, cert) {
+                return;
+            }
             if client.reg_token.digest == *digest {
                 client.reg_token.revoked = true;
                 self.persist(|| Self::client_change(owner, &client));
@@ -292,15 +320,22 @@ impl Registry {
     /// Deletes a client and the index entries of its registration tokens. Its access
     /// tokens die because they are checked against the live client on use.
     fn delete(&self, client_id: &str) {
-        if let Some((_, client)) = self.clients.remove(client_id) {
-            self.persist(|| Change::Delete {
-                id: client_id.to_owned(),
-            });
-            self.tokens.remove(&client.reg_token.digest);
-            if let Some(g) = &client.grace {
-                self.tokens.remove(&g.replaced);
-            }
+        self.delete_if(client_id, |_| true);
+    }
+
+    /// Deletes the client if `still` holds for it at the moment of removal.
+    fn delete_if(&self, client_id: &str, still: impl FnOnce(&Client) -> bool) -> bool {
+        let Some((_, client)) = self.clients.remove_if(client_id, |_, c| still(c)) else {
+            return false;
+        };
+        self.persist(|| Change::Delete {
+            id: client_id.to_owned(),
+        });
+        self.tokens.remove(&client.reg_token.digest);
+        if let Some(g) = &client.grace {
+            self.tokens.remove(&g.replaced);
         }
+        true
     }
 
     pub(super) fn response(
@@ -348,11 +383,14 @@ fn check_update_against(
             return Err(bad("client_secret does not match the current secret"));
         }
     }
+    let new = &update.metadata.rules;
+    let certificate_method = matches!(
+        new.auth,
+        AuthMethod::TlsClientAuth | AuthMethod::SelfSignedTlsClientAuth
+    );
     if require_matching_certificate
-        && !update
-            .metadata
-            .rules
-            .same_certificate_rules(&client.metadata.rules)
+        && certificate_method
+        && !new.same_certificate_rules(&client.metadata.rules)
     {
         // A client cannot widen who may authenticate as it: it must hold a certificate
         // that satisfies the new rules.

@@ -139,7 +139,7 @@ pub struct RegToken {
 }
 
 /// What a client whose rotation response was lost gets again.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Grace {
     pub replaced: Digest,
     pub replaced_at: u64,
@@ -300,6 +300,17 @@ impl std::hash::Hasher for DigestHasher {
     }
 
     fn write_usize(&mut self, _: usize) {}
+}
+
+impl std::fmt::Debug for Grace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The successor's plaintext must never reach a log line.
+        f.debug_struct("Grace")
+            .field("replaced_at", &self.replaced_at)
+            .field("token", &"<redacted>")
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 // === impl Registry ===

@@ -63,11 +63,29 @@ pub struct IntrospectionDetails {
     pub cnf: Option<serde_json::Value>,
 }
 
-/// An initial access token taken for one registration; give it back if that fails.
-#[derive(Debug)]
-pub struct InitialUse {
+/// One use of an initial access token, taken for a registration. Dropped without
+/// `commit` — the registration failed, or the request was cancelled — it gives the use
+/// back (SPEC §6a.3, §6a.8).
+#[must_use]
+pub struct InitialUse<'a> {
+    registry: &'a Registry,
     digest: Digest,
     consumed: bool,
+}
+
+impl InitialUse<'_> {
+    /// The registration succeeded: the use is spent.
+    pub fn commit(mut self) {
+        self.consumed = false;
+    }
+}
+
+impl Drop for InitialUse<'_> {
+    fn drop(&mut self) {
+        if self.consumed {
+            self.registry.refund_initial_access(&self.digest);
+        }
+    }
 }
 
 // === impl Registry ===
@@ -212,7 +230,7 @@ impl Registry {
         &self,
         token: &str,
         cert: Option<&ClientCertificate>,
-    ) -> Result<InitialUse, Error> {
+    ) -> Result<InitialUse<'_>, Error> {
         let record = self.access_token(token, cert)?;
         if !record.has_scope(&self.settings.initial_access_scope) {
             return Err(Error::InsufficientScope(format!(
@@ -223,6 +241,7 @@ impl Registry {
         let digest = secret::digest(token);
         if record.uses_left.is_none() {
             return Ok(InitialUse {
+                registry: self,
                 digest,
                 consumed: false,
             });
@@ -245,20 +264,18 @@ impl Registry {
             ));
         }
         Ok(InitialUse {
+            registry: self,
             digest,
             consumed: true,
         })
     }
 
-    /// Gives a use back after a registration that failed (SPEC §6a.3).
-    pub fn refund_initial_access(&self, used: InitialUse) {
-        if !used.consumed {
-            return;
-        }
-        if let Some(TokenRecord::Access(t)) = self.tokens.get_mut(&used.digest).as_deref_mut() {
+    /// Gives a use back after a registration that did not happen.
+    fn refund_initial_access(&self, digest: &Digest) {
+        if let Some(TokenRecord::Access(t)) = self.tokens.get_mut(digest).as_deref_mut() {
             t.uses_left = t.uses_left.map(|n| n + 1);
             self.persist(|| Change::Token {
-                digest: used.digest,
+                digest: *digest,
                 token: (**t).clone(),
             });
         }
