@@ -1,14 +1,17 @@
 //! The real `certgate` binary: `check-config`, and serving a real `curl --cert` user
 //! (SPEC §6, §8).
 
+mod common;
+
 use std::fs;
-use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use common::healthz_ok;
 
 const BIN: &str = env!("CARGO_BIN_EXE_certgate");
 
@@ -197,23 +200,6 @@ fn free_ports() -> [u16; 3] {
         .collect();
     let port = |i: usize| probes[i].local_addr().unwrap().port();
     [port(0), port(1), port(2)]
-}
-
-/// One plain HTTP/1.1 `GET /healthz` on the admin listener.
-fn healthz_ok(port: u16) -> bool {
-    let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
-    if tcp
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut answer = String::new();
-    let _ = tcp.read_to_string(&mut answer);
-    answer.starts_with("HTTP/1.1 200")
 }
 
 /// `curl` as an operator types it, from the crate root (proxy variables removed so the

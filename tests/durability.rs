@@ -36,6 +36,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
 
+use common::healthz_ok;
+
 const BIN: &str = env!("CARGO_BIN_EXE_certgate");
 
 /// Upper bound for any single read or write on a test connection.
@@ -308,23 +310,6 @@ fn free_ports() -> [u16; 3] {
         probes.push(probe);
     }
     [ports[0], ports[1], ports[2]]
-}
-
-/// One plain HTTP/1.1 `GET /healthz` on the admin listener.
-fn healthz_ok(port: u16) -> bool {
-    let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
-    if tcp
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut answer = String::new();
-    let _ = tcp.read_to_string(&mut answer);
-    answer.starts_with("HTTP/1.1 200")
 }
 
 // === a blocking HTTPS/1.1 client ===

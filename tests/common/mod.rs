@@ -509,3 +509,23 @@ pub async fn introspect_as_admin(s: &Server, tok: &str) -> Value {
     assert_no_store(&r);
     r.json()
 }
+
+/// One plain, blocking HTTP/1.1 `GET /healthz` on `127.0.0.1:port` (for tests that run the
+/// real binary).
+pub fn healthz_ok(port: u16) -> bool {
+    use std::io::{Read as _, Write as _};
+
+    let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    if tcp
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = tcp.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200")
+}
