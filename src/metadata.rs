@@ -70,7 +70,8 @@ impl AuthMethod {
 }
 
 /// A redirect URI: absolute, without a fragment (RFC 7591 §2, RFC 6749 §3.1.2).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+// Serialize only: a RedirectUri is made by `parse`, never read back from JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct RedirectUri(String);
 
@@ -99,8 +100,9 @@ impl RedirectUri {
     }
 }
 
-/// Registered client metadata, defaults applied.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Registered client metadata, defaults applied: the result of `parse`, serialized once
+/// into `Registered::json`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ClientMetadata {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redirect_uris: Vec<RedirectUri>,
