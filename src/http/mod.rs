@@ -241,7 +241,7 @@ impl Ctx<'_> {
         }
         let cert = match self.conn.listener {
             // A proxy header arriving on the TLS listener is never believed (SPEC §6a.10).
-            Listener::Tls => self.conn.tls_cert.clone(),
+            Listener::Tls => self.conn.tls_cert.clone().map(still_valid),
             Listener::Admin => None,
             Listener::Proxy => self.proxied_cert(headers)?,
         };
@@ -280,6 +280,20 @@ impl Ctx<'_> {
                 self.app.metrics.proxy_header_malformed.inc();
                 ApiError::invalid_request(format!("malformed client certificate header: {e}"))
             })
+    }
+}
+
+/// A handshake identity outlives no certificate: on a long-lived connection, a leaf past
+/// its notAfter no longer counts as chain-verified.
+fn still_valid(cert: Arc<ClientCertificate>) -> Arc<ClientCertificate> {
+    let now = rustls::pki_types::UnixTime::now().as_secs() as i64;
+    if cert.chain_verified && now > cert.not_after {
+        Arc::new(ClientCertificate {
+            chain_verified: false,
+            ..(*cert).clone()
+        })
+    } else {
+        cert
     }
 }
 
