@@ -343,13 +343,6 @@ impl ClientMetadata {
                 return Err(invalid("jwks_uri must use https".into()));
             }
         }
-        if let Some(dn) = &self.tls_client_auth_subject_dn {
-            if cert_match::canonical_dn(dn).is_none() {
-                return Err(invalid(format!(
-                    "tls_client_auth_subject_dn {dn:?} is not an RFC 4514 distinguished name"
-                )));
-            }
-        }
         if let Some(ip) = &self.tls_client_auth_san_ip {
             if ip.parse::<std::net::IpAddr>().is_err() {
                 return Err(invalid(format!(
@@ -410,11 +403,17 @@ impl ClientMetadata {
         ]
     }
 
-    /// The rules the server enforces, parsed once.
-    pub fn rules(&self) -> ClientRules {
+    /// The rules the server enforces, parsed once. The declared subject DN is checked
+    /// here, where it is canonicalized: parsing it twice per registration showed in
+    /// profiles.
+    pub fn rules(&self) -> Result<ClientRules, MetadataError> {
         let subject = if let Some(dn) = &self.tls_client_auth_subject_dn {
-            // `check_cross_field_rules` already proved the DN parses.
-            cert_match::canonical_dn(dn).map(|c| SubjectRule::Dn(c.into()))
+            let canonical = cert_match::canonical_dn(dn).ok_or_else(|| {
+                invalid(format!(
+                    "tls_client_auth_subject_dn {dn:?} is not an RFC 4514 distinguished name"
+                ))
+            })?;
+            Some(SubjectRule::Dn(canonical.into()))
         } else if let Some(v) = &self.tls_client_auth_san_dns {
             Some(SubjectRule::Dns(v.as_str().into()))
         } else if let Some(v) = &self.tls_client_auth_san_uri {
@@ -429,7 +428,7 @@ impl ClientMetadata {
         let mut x5c: Vec<[u8; 32]> = cert_match::jwks_thumbprints(self.jwks.as_ref()).collect();
         x5c.sort_unstable();
         x5c.dedup();
-        ClientRules {
+        Ok(ClientRules {
             auth: self.token_endpoint_auth_method,
             client_credentials: self.grant_types.iter().any(|g| g == "client_credentials"),
             scope: self.scope.as_deref().map(Into::into),
@@ -437,19 +436,19 @@ impl ClientMetadata {
             x5c: x5c.into(),
             jwks_uri: self.jwks_uri.is_some(),
             bound_tokens: self.tls_client_certificate_bound_access_tokens == Some(true),
-        }
+        })
     }
 
     /// The stored form: canonical JSON plus rules.
-    pub fn into_registered(self) -> Registered {
-        let rules = self.rules();
+    pub fn into_registered(self) -> Result<Registered, MetadataError> {
+        let rules = self.rules()?;
         // Serializing plain data into a string cannot fail; `{}` would only lose the
         // echo of the metadata, never a rule.
         let json = serde_json::to_string(&self).unwrap_or_else(|_| "{}".into());
-        Registered {
+        Ok(Registered {
             json: json.into_boxed_str(),
             rules,
-        }
+        })
     }
 }
 

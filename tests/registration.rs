@@ -943,3 +943,22 @@ async fn chunked_body_over_max_body_bytes_is_413() {
     assert_eq!(client_count(&s).await, 0);
     created(&post(&s, Some("client1"), &json!({})).await);
 }
+
+#[tokio::test]
+async fn rfc8705_2_1_2_subject_dn_that_is_not_a_distinguished_name_is_invalid_client_metadata() {
+    let s = Server::start("").await;
+    let r = s
+        .tls(Some("client1"))
+        .post_json(
+            "/register",
+            &[],
+            &json!({
+                "grant_types": ["client_credentials"],
+                "token_endpoint_auth_method": "tls_client_auth",
+                "tls_client_auth_subject_dn": "just some text"
+            }),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_client_metadata");
+    s.stop().await;
+}

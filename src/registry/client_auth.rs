@@ -68,8 +68,8 @@ pub(super) fn static_client(c: &config::StaticClient) -> Result<StaticClient, St
         reserved_scopes: Vec::new(),
     };
     let rules = ClientMetadata::parse(m, &policy)
-        .map_err(|e| format!("{e:?}"))?
-        .rules();
+        .and_then(|meta| meta.rules())
+        .map_err(|e| format!("{e:?}"))?;
     let secret = match &c.client_secret_sha256 {
         Some(hex) => {
             Some(secret::from_hex(hex).ok_or("client_secret_sha256 is not 64 hex digits")?)

@@ -286,7 +286,7 @@ impl Registry {
             Some(_) => return Err(bad("client_secret must be a string".into())),
         };
         body.remove("registration_access_token_expires_in");
-        let metadata = ClientMetadata::parse(body, &self.settings.policy)?.into_registered();
+        let metadata = ClientMetadata::parse(body, &self.settings.policy)?.into_registered()?;
         Ok(Update {
             metadata,
             presented_secret,

@@ -452,18 +452,11 @@ impl Registry {
     /// Drops what is dead after a restart: expired or spent access tokens and tokens of
     /// deleted clients.
     fn prune_on_load(&self) -> usize {
-        let now = self.now();
         let dead: Vec<Digest> = self
             .tokens
             .iter()
             .filter_map(|e| match e.value() {
-                TokenRecord::Access(t)
-                    if now >= t.exp
-                        || t.uses_left == Some(0)
-                        || (t.dynamic && !self.clients.contains_key(&t.client_id)) =>
-                {
-                    Some(*e.key())
-                }
+                TokenRecord::Access(t) if !self.active(t) => Some(*e.key()),
                 _ => None,
             })
             .collect();
@@ -497,12 +490,10 @@ impl Registry {
             .tokens
             .iter()
             .filter_map(|e| match e.value() {
-                TokenRecord::Access(t) if now < t.exp && t.uses_left != Some(0) => {
-                    Some(Change::Token {
-                        digest: *e.key(),
-                        token: (**t).clone(),
-                    })
-                }
+                TokenRecord::Access(t) if t.is_live(now) => Some(Change::Token {
+                    digest: *e.key(),
+                    token: (**t).clone(),
+                }),
                 _ => None,
             })
             .collect();

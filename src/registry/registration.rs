@@ -61,7 +61,7 @@ impl Registry {
         body: Map<String, Value>,
         cert: Option<&ClientCertificate>,
     ) -> Result<ClientResponse, Error> {
-        let metadata = ClientMetadata::parse(body, &self.settings.policy)?.into_registered();
+        let metadata = ClientMetadata::parse(body, &self.settings.policy)?.into_registered()?;
         if let Some(cert) = cert {
             if self.settings.require_matching_certificate {
                 cert_match::satisfies(&metadata.rules, cert)

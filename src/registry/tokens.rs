@@ -27,6 +27,11 @@ pub struct AccessToken {
 }
 
 impl AccessToken {
+    /// Not expired and, for an initial access token, not used up.
+    pub fn is_live(&self, now: u64) -> bool {
+        now < self.exp && self.uses_left != Some(0)
+    }
+
     /// Whether the granted scope includes `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scope.split(' ').any(|s| s == scope)
@@ -210,10 +215,9 @@ impl Registry {
         Ok(record)
     }
 
-    fn active(&self, t: &AccessToken) -> bool {
-        self.now() < t.exp
-            && t.uses_left != Some(0)
-            && (!t.dynamic || self.clients.contains_key(&t.client_id))
+    /// Live, and its client (if registered) still exists.
+    pub(super) fn active(&self, t: &AccessToken) -> bool {
+        t.is_live(self.now()) && (!t.dynamic || self.clients.contains_key(&t.client_id))
     }
 
     /// Whether `token` is a registration access token (as opposed to an access token).
@@ -342,7 +346,7 @@ impl Registry {
         let now = self.now();
         let before = self.tokens.len();
         self.tokens.retain(|_, r| match r {
-            TokenRecord::Access(t) => now < t.exp && t.uses_left != Some(0),
+            TokenRecord::Access(t) => t.is_live(now),
             TokenRecord::Registration { .. } => true,
         });
         before.saturating_sub(self.tokens.len())
