@@ -110,8 +110,8 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         Self {
             trusted_proxies: vec![
-                "127.0.0.1/32".parse().expect("literal CIDR"),
-                "::1/128".parse().expect("literal CIDR"),
+                IpNet::from(std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST)),
+                IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
             ],
             header_format: HeaderFormat::default(),
             header: String::new(),
@@ -157,9 +157,17 @@ pub struct LimitsConfig {
     pub header_read_timeout: Duration,
     #[serde(with = "humantime_serde_str")]
     pub request_timeout: Duration,
+    /// A connection (HTTP/1 or HTTP/2) with no request in flight for this long is closed.
+    #[serde(with = "humantime_serde_str")]
+    pub idle_timeout: Duration,
     #[serde(with = "humantime_serde_str")]
     pub drain_timeout: Duration,
-    pub max_connections: usize,
+    /// Per listener: exactly this many connections are served at once.
+    pub max_connections: u64,
+    /// HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// The request head (request line or pseudo-headers, and every header) → 431 beyond.
+    pub max_header_bytes: u32,
 }
 
 impl Default for LimitsConfig {
@@ -168,8 +176,11 @@ impl Default for LimitsConfig {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
             max_connections: 10_000,
+            max_concurrent_streams: 100,
+            max_header_bytes: 64 * 1024,
         }
     }
 }
@@ -194,6 +205,8 @@ pub struct RegistrationConfig {
     pub initial_access_token_uses: u32,
     pub initial_access_scope: String,
     pub max_body_bytes: usize,
+    /// Live registrations bound to one certificate thumbprint.
+    pub max_clients_per_certificate: u32,
 }
 
 impl Default for RegistrationConfig {
@@ -213,6 +226,7 @@ impl Default for RegistrationConfig {
             initial_access_token_uses: 1,
             initial_access_scope: "dcr".into(),
             max_body_bytes: 64 * 1024,
+            max_clients_per_certificate: 100,
         }
     }
 }
@@ -253,12 +267,15 @@ impl Default for ManagementConfig {
 pub struct TokensConfig {
     #[serde(with = "humantime_serde_str")]
     pub access_token_ttl: Duration,
+    /// Live access tokens per client; issuing one more revokes the oldest.
+    pub max_active_per_client: u32,
 }
 
 impl Default for TokensConfig {
     fn default() -> Self {
         Self {
             access_token_ttl: Duration::from_secs(3600),
+            max_active_per_client: 1000,
         }
     }
 }
@@ -352,36 +369,67 @@ impl Config {
         {
             return bad("proxy.header", "is not a valid HTTP header name");
         }
-        if self.limits.max_connections == 0 {
-            return bad("limits.max_connections", "must be at least 1");
+        if self.limits.max_connections == 0 || self.limits.max_connections > MAX_CONNECTIONS {
+            return bad(
+                "limits.max_connections",
+                &format!("must be between 1 and {MAX_CONNECTIONS}"),
+            );
         }
+        if self.limits.max_concurrent_streams == 0 {
+            return bad("limits.max_concurrent_streams", "must be at least 1");
+        }
+        if self.limits.max_header_bytes < MIN_HEADER_BYTES {
+            return bad(
+                "limits.max_header_bytes",
+                &format!("must be at least {MIN_HEADER_BYTES}"),
+            );
+        }
+        let l = &self.limits;
         for (key, d) in [
-            ("limits.handshake_timeout", self.limits.handshake_timeout),
-            (
-                "limits.header_read_timeout",
-                self.limits.header_read_timeout,
-            ),
-            ("limits.request_timeout", self.limits.request_timeout),
+            ("limits.handshake_timeout", l.handshake_timeout),
+            ("limits.header_read_timeout", l.header_read_timeout),
+            ("limits.request_timeout", l.request_timeout),
+            ("limits.idle_timeout", l.idle_timeout),
+            ("limits.drain_timeout", l.drain_timeout),
+        ] {
+            check_timeout(key, d)?;
+        }
+        let m = &self.management;
+        for (key, d, zero_means_off) in [
             (
                 "management.registration_token_ttl",
-                self.management.registration_token_ttl,
+                m.registration_token_ttl,
+                false,
+            ),
+            ("management.read_update_ttl", m.read_update_ttl, false),
+            ("management.rotation_grace", m.rotation_grace, true),
+            (
+                "tokens.access_token_ttl",
+                self.tokens.access_token_ttl,
+                false,
             ),
             (
-                "management.read_update_ttl",
-                self.management.read_update_ttl,
+                "store.snapshot_interval",
+                self.store.snapshot_interval,
+                false,
             ),
-            ("tokens.access_token_ttl", self.tokens.access_token_ttl),
-            ("store.snapshot_interval", self.store.snapshot_interval),
         ] {
-            if d.is_zero() {
-                return bad(key, "must be longer than 0s");
-            }
+            check_seconds(key, d, zero_means_off)?;
         }
         if self.management.read_update_ttl > self.management.registration_token_ttl {
             return bad(
                 "management.read_update_ttl",
                 "must not exceed management.registration_token_ttl",
             );
+        }
+        if self.registration.max_clients_per_certificate == 0 {
+            return bad(
+                "registration.max_clients_per_certificate",
+                "must be at least 1",
+            );
+        }
+        if self.tokens.max_active_per_client == 0 {
+            return bad("tokens.max_active_per_client", "must be at least 1");
         }
         if self.registration.max_body_bytes == 0 {
             return bad("registration.max_body_bytes", "must be at least 1");
@@ -472,6 +520,45 @@ impl Config {
         Ok(())
     }
 
+    /// Legal but dangerous settings (SPEC §8), one line each naming the key: `check-config`
+    /// and start-up print them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for net in &self.proxy.trusted_proxies {
+            if net.prefix_len() == 0 {
+                out.push(format!(
+                    "proxy.trusted_proxies: {net} trusts every address: any client that reaches \
+                     proxy_listen can claim any certificate"
+                ));
+            }
+        }
+        if self.server.issuer.starts_with("http://") {
+            out.push(
+                "server.issuer: an http:// issuer sends tokens and secrets in clear text".into(),
+            );
+        }
+        for (key, addr) in [
+            ("server.admin_listen", self.server.admin_listen),
+            ("server.proxy_listen", self.server.proxy_listen),
+        ] {
+            if let Some(addr) = addr.filter(|a| a.ip().is_unspecified()) {
+                out.push(format!(
+                    "{key}: {addr} listens on every interface; bind it where only trusted \
+                     hosts can reach it"
+                ));
+            }
+        }
+        if !self.management.require_same_certificate && !self.management.rotation_grace.is_zero() {
+            out.push(
+                "management.rotation_grace: a replayed (possibly stolen) token gets the \
+                 successor without the bound certificate unless \
+                 management.require_same_certificate = true"
+                    .into(),
+            );
+        }
+        out
+    }
+
     /// The base URL of the mTLS endpoint aliases (SPEC §6a.13).
     pub fn mtls_issuer(&self) -> &str {
         if self.server.mtls_issuer.is_empty() {
@@ -485,6 +572,55 @@ impl Config {
     pub fn issuer_base(&self) -> &str {
         self.server.issuer.trim_end_matches('/')
     }
+}
+
+/// Above this, `max_connections` could not be represented by the connection semaphores.
+const MAX_CONNECTIONS: u64 = u32::MAX as u64;
+
+/// A request line and a handful of ordinary headers must always fit.
+const MIN_HEADER_BYTES: u32 = 1024;
+
+/// Longer than any sensible lifetime or timeout, and far from where `Instant + Duration`
+/// overflows.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// Token lifetimes and windows count whole seconds (SPEC §6): a fraction would silently be
+/// cut off, so it is an error instead.
+fn check_seconds(key: &str, d: Duration, zero_means_off: bool) -> Result<(), ConfigError> {
+    let shown = humantime::format_duration(d);
+    if d.subsec_nanos() != 0 {
+        return Err(ConfigError(format!(
+            "{key}: must be whole seconds (got {shown})"
+        )));
+    }
+    if d.is_zero() && !zero_means_off {
+        return Err(ConfigError(format!("{key}: must be longer than 0s")));
+    }
+    check_max(key, d)
+}
+
+/// Timeouts may be given in milliseconds, not finer, and must be > 0.
+fn check_timeout(key: &str, d: Duration) -> Result<(), ConfigError> {
+    if d.subsec_nanos() % 1_000_000 != 0 {
+        return Err(ConfigError(format!(
+            "{key}: finer than millisecond precision (got {})",
+            humantime::format_duration(d)
+        )));
+    }
+    if d.is_zero() {
+        return Err(ConfigError(format!("{key}: must be longer than 0s")));
+    }
+    check_max(key, d)
+}
+
+fn check_max(key: &str, d: Duration) -> Result<(), ConfigError> {
+    if d > MAX_DURATION {
+        return Err(ConfigError(format!(
+            "{key}: {} is too long (at most 100 years)",
+            humantime::format_duration(d)
+        )));
+    }
+    Ok(())
 }
 
 fn opt_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {

@@ -112,6 +112,24 @@ impl ClientCertificate {
         }))
     }
 
+    /// Roughly the heap bytes this identity holds (for the cache's byte budget).
+    pub fn weight(&self) -> usize {
+        let san = &self.san;
+        std::mem::size_of::<Self>()
+            + self.der.len()
+            + self.thumbprint.len()
+            + self.subject.len()
+            + self.subject_canonical.len()
+            + san
+                .dns
+                .iter()
+                .chain(&san.uri)
+                .chain(&san.email)
+                .map(String::len)
+                .sum::<usize>()
+            + san.ip.len() * std::mem::size_of::<IpAddr>()
+    }
+
     /// The JSON shape `GET /identity` returns.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
@@ -126,13 +144,20 @@ impl ClientCertificate {
 
 /// Identities already computed, for one generation of the TLS files: a returning client's
 /// chain is neither parsed nor verified again on every connection or proxied request.
+///
+/// Bounded in bytes, not only entries (SPEC §8): one key can sign any number of fresh
+/// self-signed certificates of up to ~60 KiB each. When the budget is spent the cache
+/// starts over, which costs returning clients one verification each.
 #[derive(Default)]
 pub struct IdentityCache {
     entries: DashMap<[u8; 32], (Arc<ClientCertificate>, i64)>,
+    bytes: std::sync::atomic::AtomicUsize,
 }
 
-/// Entries kept before the cache starts over (a flood of distinct certificates must not
-/// grow memory without bound).
+/// Bytes of certificates the cache may hold before it starts over.
+const CACHE_BYTES: usize = 32 << 20;
+
+/// Entries kept before the cache starts over, however small they are.
 const CACHE_CAPACITY: usize = 50_000;
 
 /// How long a verification result is reused, at most.
@@ -146,6 +171,7 @@ impl IdentityCache {
         verifier: &dyn ClientCertVerifier,
         source: CertSource,
     ) -> Result<Arc<ClientCertificate>, IdentityError> {
+        use std::sync::atomic::Ordering;
         let mut h = Sha256::new();
         h.update([source as u8]);
         for cert in chain {
@@ -160,8 +186,11 @@ impl IdentityCache {
             }
         }
         let identity = ClientCertificate::from_chain(chain, verifier, source)?;
-        if self.entries.len() >= CACHE_CAPACITY {
+        let size = identity.weight();
+        let used = self.bytes.fetch_add(size, Ordering::Relaxed) + size;
+        if used > CACHE_BYTES || self.entries.len() >= CACHE_CAPACITY {
             self.entries.clear();
+            self.bytes.store(size, Ordering::Relaxed);
         }
         let until = (now + CACHE_TTL).min(identity.not_after);
         self.entries.insert(key, (identity.clone(), until));

@@ -37,6 +37,14 @@ pub use config::Config;
 pub use http::App;
 pub use server::Listeners;
 
+/// Every check start-up makes of a configuration beyond parsing it (TLS files, static
+/// clients), without binding a socket or touching stored state: what `check-config` runs.
+pub fn check(config: &Config) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    tls::Tls::load(&config.tls)?;
+    registry::Registry::static_clients(config)?;
+    Ok(())
+}
+
 /// Serves `config` on pre-bound `listeners` until `shutdown` resolves.
 pub async fn run(
     config: Config,
@@ -44,8 +52,7 @@ pub async fn run(
     clock: Arc<dyn clock::Clock>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let tls = tls::Tls::load(&config.tls)?;
-    let app = Arc::new(App::new(config, tls, clock)?);
+    let app = Arc::new(App::start(config, clock)?);
     server::serve(app, listeners, shutdown).await;
     Ok(())
 }

@@ -44,13 +44,19 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::CheckConfig) = cli.command {
-        // The TLS files are part of the configuration: a missing key must fail here too.
-        if let Err(e) = certgate::tls::Tls::load(&config.tls) {
+        for warning in config.warnings() {
+            eprintln!("certgate: warning: {warning}");
+        }
+        // Everything start-up checks (TLS files, static clients) must fail here too.
+        if let Err(e) = certgate::check(&config) {
             eprintln!("certgate: invalid configuration: {e}");
             return ExitCode::from(2);
         }
-        println!("{}: configuration is valid", cli.config.display());
+        println!("{}: configuration ok", cli.config.display());
         return ExitCode::SUCCESS;
+    }
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
     }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -100,9 +106,13 @@ fn main() -> ExitCode {
 fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
+    // Colour only for a terminal: escape codes in a file or a log pipeline are noise.
+    let ansi = std::io::stderr().is_terminal();
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),

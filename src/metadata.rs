@@ -20,6 +20,16 @@ pub enum MetadataError {
     UnapprovedSoftwareStatement(String),
 }
 
+impl std::fmt::Display for MetadataError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::RedirectUri(d)
+            | Self::ClientMetadata(d)
+            | Self::UnapprovedSoftwareStatement(d) => f.write_str(d),
+        }
+    }
+}
+
 /// What the operator allows registered clients to ask for.
 #[derive(Debug, Clone)]
 pub struct Policy {

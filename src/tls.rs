@@ -42,6 +42,8 @@ pub struct TlsState {
     pub chain_verifier: Arc<dyn ClientCertVerifier>,
     /// Identities computed under this client CA.
     pub identities: IdentityCache,
+    /// Counts reloads: an identity judged under another generation is judged again.
+    pub generation: u64,
 }
 
 impl TlsState {
@@ -68,7 +70,7 @@ pub struct Tls {
 impl Tls {
     /// Loads certificate, key and client CA, failing with a message that names the file.
     pub fn load(config: &TlsConfig) -> Result<Self, TlsError> {
-        let state = build(config)?;
+        let state = build(config, 0)?;
         Ok(Self {
             config: config.clone(),
             state: RwLock::new(Arc::new(state)),
@@ -85,7 +87,7 @@ impl Tls {
 
     /// Re-reads the files; on error the old state stays in force.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let new = Arc::new(build(&self.config)?);
+        let new = Arc::new(build(&self.config, self.current().generation + 1)?);
         match self.state.write() {
             Ok(mut s) => *s = new,
             Err(poisoned) => *poisoned.into_inner() = new,
@@ -98,7 +100,7 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn build(config: &TlsConfig) -> Result<TlsState, TlsError> {
+fn build(config: &TlsConfig, generation: u64) -> Result<TlsState, TlsError> {
     let provider = provider();
     let certs = read_certs(&config.cert, "tls.cert")?;
     let key = PrivateKeyDer::from_pem_file(&config.key).map_err(|e| {
@@ -129,6 +131,7 @@ fn build(config: &TlsConfig) -> Result<TlsState, TlsError> {
         acceptor: TlsAcceptor::from(Arc::new(server)),
         chain_verifier,
         identities: IdentityCache::default(),
+        generation,
     })
 }
 

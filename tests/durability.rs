@@ -1053,7 +1053,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_change() {
     let data = tempfile::tempdir().unwrap();
     let mut rng = Rng::seeded(std::process::id() as u64);
     let seed = rng.0;
-    let intervals = ["300ms", "1s", "5m"];
+    let intervals = ["1s", "2s", "5m"];
     let setup = |round: usize| Setup::new(Some(data.path())).snapshot_every(intervals[round % 3]);
 
     let mut g = Gateway::start(&setup(0));
@@ -1770,7 +1770,7 @@ fn assert_no_secret_in(files: &[PathBuf], secrets: &[(String, String)]) {
 #[test]
 fn nothing_secret_reaches_the_data_dir_or_the_log() {
     let data = tempfile::tempdir().unwrap();
-    let mut setup = Setup::new(Some(data.path())).snapshot_every("300ms");
+    let mut setup = Setup::new(Some(data.path())).snapshot_every("1s");
     setup.log_filter = "info,certgate=debug";
     let mut g = Gateway::start(&setup);
     let mut api = g.api(None);
@@ -2273,7 +2273,7 @@ fn snapshot_race_trial(made: Made, time: Duration) -> (usize, Vec<String>, usize
         tempfile::tempdir().unwrap()
     };
     let toml = format!(
-        "[registration]\nauthentication = []\n\n[store]\ndata_dir = {}\n",
+        "[registration]\nauthentication = []\n\n[tokens]\nmax_active_per_client = 1000000\n\n[store]\ndata_dir = {}\n",
         toml_string(data.path())
     );
     let config = certgate::Config::parse(&toml).unwrap();

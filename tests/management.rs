@@ -81,7 +81,7 @@ fn assert_invalid_token(r: &Resp) {
     assert_error(r, StatusCode::UNAUTHORIZED, "invalid_token");
     assert_eq!(
         r.header("www-authenticate"),
-        Some("Bearer error=\"invalid_token\""),
+        Some("Bearer realm=\"certgate\", error=\"invalid_token\""),
         "RFC 6750 challenge"
     );
 }

@@ -7,21 +7,6 @@ use crate::metadata::AuthMethod;
 pub fn document(config: &Config) -> Vec<u8> {
     let issuer = config.issuer_base();
     let mtls = config.mtls_issuer().trim_end_matches('/');
-    let mut scopes: Vec<&str> = config
-        .clients
-        .iter()
-        .flat_map(|c| c.scope.split(' '))
-        .chain(
-            config
-                .registration
-                .allowed_scopes
-                .iter()
-                .map(String::as_str),
-        )
-        .filter(|s| !s.is_empty())
-        .collect();
-    scopes.sort_unstable();
-    scopes.dedup();
     let doc = serde_json::json!({
         "issuer": config.server.issuer,
         "registration_endpoint": format!("{issuer}/register"),
@@ -31,9 +16,10 @@ pub fn document(config: &Config) -> Vec<u8> {
         "token_endpoint_auth_methods_supported": &AuthMethod::ALL[..4],
         "introspection_endpoint_auth_methods_supported": &AuthMethod::ALL[..4],
         "revocation_endpoint_auth_methods_supported": &AuthMethod::ALL[..4],
+        // Only what certgate itself serves: client_credentials at /token, and no
+        // authorization endpoint, so no response type (SPEC §6a.24).
         "grant_types_supported": ["client_credentials"],
-        "response_types_supported": ["code"],
-        "scopes_supported": scopes,
+        "response_types_supported": [],
         "tls_client_certificate_bound_access_tokens": true,
         "mtls_endpoint_aliases": {
             "token_endpoint": format!("{mtls}/token"),
@@ -42,5 +28,10 @@ pub fn document(config: &Config) -> Vec<u8> {
             "revocation_endpoint": format!("{mtls}/revoke"),
         },
     });
+    let mut doc = doc;
+    // The scopes a registered client may obtain; omitted when any non-reserved one may be.
+    if !config.registration.allowed_scopes.is_empty() {
+        doc["scopes_supported"] = serde_json::json!(config.registration.allowed_scopes);
+    }
     serde_json::to_vec(&doc).unwrap_or_default()
 }

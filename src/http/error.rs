@@ -6,6 +6,9 @@ use super::{json_response, Body};
 use crate::metadata::MetadataError;
 use crate::registry;
 
+/// The challenge of every token-protected resource (SPEC §6a.23).
+const BEARER: &str = "Bearer realm=\"certgate\"";
+
 /// An error answer: status, RFC error code, description, and how to challenge.
 #[derive(Debug)]
 pub struct ApiError {
@@ -32,12 +35,29 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
     }
 
-    /// 401 `invalid_token` with its RFC 6750 challenge.
+    /// 401 `invalid_token` for a presented token, with its RFC 6750 §3.1 challenge.
     pub fn invalid_token(description: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "invalid_token", description).with_header(
             header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            HeaderValue::from_static("Bearer realm=\"certgate\", error=\"invalid_token\""),
         )
+    }
+
+    /// 401 for a token-protected resource asked without a token: the challenge carries no
+    /// error code (RFC 6750 §3.1).
+    pub fn token_required(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_token", description)
+            .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static(BEARER))
+    }
+
+    /// 503 `temporarily_unavailable`: the node cannot commit changes now.
+    pub fn unavailable(description: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            description,
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from_static("5"))
     }
 
     /// 404 for a path certgate does not serve.
@@ -90,12 +110,22 @@ impl From<registry::Error> for ApiError {
                 Self::new(StatusCode::BAD_REQUEST, "unapproved_software_statement", d)
             }
             E::InvalidRequest(d) => Self::invalid_request(d),
-            E::InvalidClient(d) => Self::new(StatusCode::UNAUTHORIZED, "invalid_client", d),
+            // Client authentication at /token, /introspect, /revoke: a Basic challenge
+            // whatever method was tried (SPEC §6a.23, RFC 6749 §5.2).
+            E::InvalidClient(d) => Self::new(StatusCode::UNAUTHORIZED, "invalid_client", d)
+                .with_header(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"certgate\""),
+                ),
+            E::RegistrationDenied(d) => Self::new(StatusCode::UNAUTHORIZED, "invalid_client", d)
+                .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static(BEARER)),
             E::InvalidToken(d) => Self::invalid_token(d),
             E::InsufficientScope(d) => Self::new(StatusCode::FORBIDDEN, "insufficient_scope", d)
                 .with_header(
                     header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer error=\"insufficient_scope\""),
+                    HeaderValue::from_static(
+                        "Bearer realm=\"certgate\", error=\"insufficient_scope\"",
+                    ),
                 ),
             E::NotFound(d) => Self::new(StatusCode::NOT_FOUND, "not_found", d),
             E::InvalidGrant(d) => Self::new(StatusCode::BAD_REQUEST, "invalid_grant", d),

@@ -36,6 +36,8 @@ pub struct App {
     pub metrics: Metrics,
     proxy_header: http::HeaderName,
     discovery: Bytes,
+    /// Set when shutdown begins: `/healthz` says so.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// Which listener a connection arrived on.
@@ -55,7 +57,18 @@ pub struct Conn {
     pub peer: SocketAddr,
     pub listener: Listener,
     /// The handshake certificate (TLS listener only).
-    pub tls_cert: Option<Arc<ClientCertificate>>,
+    pub tls: Option<TlsPeer>,
+}
+
+/// The certificate chain a TLS client presented, and how it was judged at the handshake.
+#[derive(Debug)]
+pub struct TlsPeer {
+    /// Leaf first, as presented.
+    pub chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// The identity under the TLS generation of the handshake.
+    pub cert: Arc<ClientCertificate>,
+    /// That generation (`TlsState::generation`).
+    pub generation: u64,
 }
 
 /// What a handler learns about one request before it runs.
@@ -86,7 +99,31 @@ impl App {
             metrics: Metrics::new(),
             proxy_header,
             discovery,
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Loads the TLS files and the stored registry: everything but the sockets.
+    pub fn start(
+        config: Config,
+        clock: Arc<dyn crate::clock::Clock>,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let tls = Tls::load(&config.tls)?;
+        Ok(Self::new(config, tls, clock)?)
+    }
+
+    /// Shutdown has begun: the node no longer counts as ready.
+    pub fn begin_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Why the node cannot serve, if it cannot (SPEC §2 `/healthz`).
+    pub fn unavailable(&self) -> Option<String> {
+        if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            return Some("draining: the node is shutting down".into());
+        }
+        self.registry.unavailable()
     }
 }
 
@@ -106,19 +143,15 @@ pub async fn handle(
     };
     let path = req.uri().path().to_owned();
     let seq = app.registry.journal_seq();
-    let mut resp = match route(&mut ctx, &path, req).await {
-        Ok(resp) => resp,
-        Err(e) => e.into_response(),
+    let answer = match check_head(&app.config, &req) {
+        Ok(()) => route(&mut ctx, &path, req).await,
+        Err(e) => Err(e),
     };
+    let mut resp = answer.unwrap_or_else(ApiError::into_response);
     // Nothing is acknowledged before it is durable (SPEC §7).
     if let Err(e) = app.registry.sync_since(seq).await {
         tracing::error!(error = %e, "storage failure");
-        resp = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            "the change could not be made durable",
-        )
-        .into_response();
+        resp = ApiError::unavailable("the change could not be made durable").into_response();
     }
     app.metrics.observe(resp.status());
     let thumbprint = match &ctx.cert {
@@ -136,6 +169,40 @@ pub async fn handle(
         peer = %conn.peer,
     );
     Ok(resp)
+}
+
+/// Framing rules every request meets before it is routed (SPEC §8, RFC 9112 §3.2,
+/// RFC 9110 §5.3): a head within `limits.max_header_bytes` (431), exactly one `Host` on
+/// HTTP/1.1 and never two, at most one `Authorization`.
+fn check_head(config: &Config, req: &Request<Incoming>) -> Result<(), ApiError> {
+    let limit = config.limits.max_header_bytes as usize;
+    // Counted as HTTP/1.1 would send it: request line, then "name: value\r\n" each.
+    let mut size = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    for (name, value) in req.headers() {
+        size += name.as_str().len() + value.len() + 4;
+    }
+    if size > limit {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "invalid_request",
+            format!("the request head exceeds {limit} bytes"),
+        ));
+    }
+    let hosts = req.headers().get_all(header::HOST).iter().count();
+    if hosts > 1 {
+        return Err(ApiError::invalid_request("more than one Host header"));
+    }
+    if hosts == 0 && req.version() == http::Version::HTTP_11 {
+        return Err(ApiError::invalid_request(
+            "an HTTP/1.1 request must carry a Host header",
+        ));
+    }
+    if req.headers().get_all(header::AUTHORIZATION).iter().count() > 1 {
+        return Err(ApiError::invalid_request(
+            "more than one Authorization header",
+        ));
+    }
+    Ok(())
 }
 
 async fn route(
@@ -199,16 +266,48 @@ async fn route(
                 if client_id.is_empty() || client_id.contains('/') {
                     return Err(ApiError::not_found());
                 }
+                let client_id = decode_unreserved(client_id);
                 only(
                     method,
                     &[Method::GET, Method::PUT, Method::DELETE],
                     "GET, PUT, DELETE",
                 )?;
-                return register::manage(ctx, client_id, req).await;
+                return register::manage(ctx, &client_id, req).await;
             }
             Err(ApiError::not_found())
         }
     }
+}
+
+/// Decodes percent-encoded unreserved characters (RFC 3986 §6.2.2.2): `/register/%41bc`
+/// names the same client as `/register/Abc`. Other escapes stay as they are, so they can
+/// never name a client.
+fn decode_unreserved(segment: &str) -> std::borrow::Cow<'_, str> {
+    if !segment.contains('%') {
+        return segment.into();
+    }
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(segment.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| segment.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .filter(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+        match escaped {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    // Only ASCII was decoded, so the result is as valid UTF-8 as the input.
+    String::from_utf8(out).map_or(segment.into(), Into::into)
 }
 
 fn only(method: &Method, allowed: &[Method], allow: &'static str) -> Result<(), ApiError> {
@@ -220,11 +319,19 @@ fn only(method: &Method, allowed: &[Method], allow: &'static str) -> Result<(), 
 }
 
 fn healthz(ctx: &Ctx<'_>) -> Response<Body> {
-    let body = serde_json::json!({
-        "status": "ok",
-        "clients": ctx.app.registry.len(),
-    });
-    json_response(StatusCode::OK, &body, false)
+    match ctx.app.unavailable() {
+        None => {
+            let body = serde_json::json!({
+                "status": "ok",
+                "clients": ctx.app.registry.len(),
+            });
+            json_response(StatusCode::OK, &body, false)
+        }
+        Some(reason) => {
+            let body = serde_json::json!({ "status": "unavailable", "reason": reason });
+            json_response(StatusCode::SERVICE_UNAVAILABLE, &body, false)
+        }
+    }
 }
 
 // === impl Ctx ===
@@ -241,12 +348,31 @@ impl Ctx<'_> {
         }
         let cert = match self.conn.listener {
             // A proxy header arriving on the TLS listener is never believed (SPEC §6a.10).
-            Listener::Tls => self.conn.tls_cert.clone().map(still_valid),
+            Listener::Tls => self.conn.tls.as_ref().map(|peer| self.rejudged(peer)),
             Listener::Admin => None,
             Listener::Proxy => self.proxied_cert(headers)?,
         };
         self.cert = Some(cert.clone());
         Ok(cert)
+    }
+
+    /// The handshake certificate judged against the client CA in force now (SPEC §8): a
+    /// CA removed by SIGHUP stops counting on open connections too.
+    fn rejudged(&self, peer: &TlsPeer) -> Arc<ClientCertificate> {
+        let tls = self.app.tls.current();
+        let cert = if tls.generation == peer.generation {
+            peer.cert.clone()
+        } else {
+            tls.identify(&peer.chain, CertSource::Tls)
+                .unwrap_or_else(|_| {
+                    // It parsed at the handshake; should it not now, it proves nothing.
+                    Arc::new(ClientCertificate {
+                        chain_verified: false,
+                        ..(*peer.cert).clone()
+                    })
+                })
+        };
+        still_valid(cert)
     }
 
     fn proxied_cert(

@@ -57,7 +57,7 @@ pub async fn manage(
     ctx.client_id = Some(client_id.to_owned());
     let cert = ctx.cert(req.headers())?;
     let token = bearer(req.headers())?
-        .ok_or_else(|| ApiError::invalid_token("a registration access token is required"))?
+        .ok_or_else(|| ApiError::token_required("a registration access token is required"))?
         .to_owned();
     if !secret::well_formed(&token) {
         return Err(ApiError::invalid_token("unknown, expired or revoked token"));

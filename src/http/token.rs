@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::error::ApiError;
@@ -58,29 +58,24 @@ async fn authenticate(
 ) -> Result<(Authenticated, Form, Cert), ApiError> {
     let cert = ctx.cert(req.headers())?;
     let basic = basic_credentials(req.headers())?;
-    let used_basic = basic.is_some();
+    let registry = &ctx.app.registry;
+    if let Some(basic) = &basic {
+        // Credentials in the header are judged before the body is read: a caller with
+        // wrong ones gets its 401 without making the server buffer anything (SPEC §8).
+        let early = ClientCredentials {
+            basic: Some(basic.clone()),
+            ..ClientCredentials::default()
+        };
+        registry.authenticate_client(&early, cert.as_deref())?;
+    }
     let form = form(req, ctx.app.config.limits.request_timeout).await?;
     let creds = ClientCredentials {
         basic,
         client_id: form.get("client_id").cloned(),
         client_secret: form.get("client_secret").cloned(),
     };
-    let client = ctx
-        .app
-        .registry
-        .authenticate_client(&creds, cert.as_deref())
-        .map_err(|e| {
-            let e = ApiError::from(e);
-            if used_basic && e.status == StatusCode::UNAUTHORIZED {
-                // RFC 6749 §5.2: answer Basic with a Basic challenge.
-                e.with_header(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Basic realm=\"certgate\""),
-                )
-            } else {
-                e
-            }
-        })?;
+    // Again with the body: it must not contradict the header (RFC 6749 §2.3).
+    let client = registry.authenticate_client(&creds, cert.as_deref())?;
     ctx.client_id = Some(client.client_id.clone());
     Ok((client, form, cert))
 }

@@ -14,7 +14,7 @@ use crate::metadata::{AuthMethod, ClientMetadata, ClientRules, Policy};
 use crate::secret;
 
 /// The credentials a request carried, as the HTTP layer found them.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ClientCredentials {
     /// From `Authorization: Basic` (already form-decoded).
     pub basic: Option<(String, String)>,
@@ -22,6 +22,23 @@ pub struct ClientCredentials {
     pub client_id: Option<String>,
     /// `client_secret` form parameter.
     pub client_secret: Option<String>,
+}
+
+impl std::fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets never reach a log line.
+        f.debug_struct("ClientCredentials")
+            .field(
+                "basic",
+                &self.basic.as_ref().map(|(id, _)| (id, "<redacted>")),
+            )
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// A client that proved who it is.
@@ -69,11 +86,9 @@ pub(super) fn static_client(c: &config::StaticClient) -> Result<StaticClient, St
     };
     let rules = ClientMetadata::parse(m, &policy)
         .and_then(|meta| meta.rules())
-        .map_err(|e| format!("{e:?}"))?;
+        .map_err(|e| e.to_string())?;
     let secret = match &c.client_secret_sha256 {
-        Some(hex) => {
-            Some(secret::from_hex(hex).ok_or("client_secret_sha256 is not 64 hex digits")?)
-        }
+        Some(hex) => Some(secret::from_hex(hex).ok_or("client_secret_sha256: not 64 hex digits")?),
         None => None,
     };
     Ok(StaticClient {

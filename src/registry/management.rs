@@ -70,7 +70,7 @@ impl Registry {
             // RFC 7592 §2.1: an unknown client means the token SHOULD be revoked. A
             // token of another existing client is merely not valid here (SPEC §6a.6).
             if !self.clients.contains_key(client_id) && !self.is_static(client_id) {
-                self.revoke_registration_token(&owner, &digest, cert);
+                self.revoke_on_unknown_client(&owner, &digest, cert);
             }
             return Err(invalid_token("the token is not valid for this client"));
         }
@@ -88,18 +88,21 @@ impl Registry {
             self.tokens.remove(&digest);
             return Err(invalid_token("the client no longer exists"));
         };
-        let presented = if secret::matches(token, &client.reg_token.digest) {
-            Presented::Current
-        } else if client.grace.as_ref().is_some_and(|g| {
-            g.replaced == digest && now < g.replaced_at.saturating_add(s.rotation_grace)
-        }) {
-            Presented::Replaced
-        } else {
-            // A replaced token whose grace is over: forget it.
-            drop(client);
-            self.tokens.remove(&digest);
-            return Err(invalid_token("the token has been replaced"));
-        };
+        // A revoked token never counts, also when the revocation landed after the look-up
+        // above (SPEC §6a.26): the flag is read under the same lock that rotation takes.
+        let presented =
+            if secret::matches(token, &client.reg_token.digest) && !client.reg_token.revoked {
+                Presented::Current
+            } else if client.grace.as_ref().is_some_and(|g| {
+                g.replaced == digest && now < g.replaced_at.saturating_add(s.rotation_grace)
+            }) {
+                Presented::Replaced
+            } else {
+                // A replaced token whose grace is over: forget it.
+                drop(client);
+                self.tokens.remove(&digest);
+                return Err(invalid_token("the token has been replaced"));
+            };
 
         if s.require_same_certificate && !Self::same_certificate(&client, cert) {
             return Err(invalid_token(
@@ -132,7 +135,7 @@ impl Registry {
             // the token is still the one presented, so a rotation in between wins.
             drop(client);
             return if self.delete_if(client_id, |c| {
-                c.reg_token.digest == digest
+                (c.reg_token.digest == digest && !c.reg_token.revoked)
                     || c.grace.as_ref().is_some_and(|g| g.replaced == digest)
             }) {
                 Ok(Outcome::Deleted)
@@ -296,19 +299,35 @@ impl Registry {
     /// Revokes `owner`'s registration token `digest` (RFC 7592 §2.1), durably — unless
     /// `require_same_certificate` binds it to a certificate the caller did not present:
     /// a leaked bound token must not be enough to lock its client out (SPEC §6a.3).
-    fn revoke_registration_token(
+    fn revoke_on_unknown_client(
         &self,
         owner: &str,
         digest: &Digest,
         cert: Option<&ClientCertificate>,
     ) {
-        if let Some(mut client) = self.clients.get_mut(owner) {
-            if self.settings.require_same_certificate && !Self::same_certificate(&client, cert) {
+        if self.settings.require_same_certificate {
+            let bound_elsewhere = self
+                .clients
+                .get(owner)
+                .is_some_and(|c| !Self::same_certificate(&c, cert));
+            if bound_elsewhere {
                 return;
             }
-            if client.reg_token.digest == *digest {
+        }
+        self.revoke_registration_token(owner, digest);
+    }
+
+    /// Revokes `owner`'s registration token `digest`, durably: the current one is marked
+    /// revoked under the client's lock (so a request that already looked it up cannot use
+    /// it), a just-replaced one loses its grace replay (SPEC §6a.26).
+    pub(super) fn revoke_registration_token(&self, owner: &str, digest: &Digest) {
+        if let Some(mut client) = self.clients.get_mut(owner) {
+            if client.reg_token.digest == *digest && !client.reg_token.revoked {
                 client.reg_token.revoked = true;
                 self.persist(|| Self::client_change(owner, &client));
+            }
+            if client.grace.as_ref().is_some_and(|g| g.replaced == *digest) {
+                client.grace = None;
             }
         }
         self.tokens.remove_if(
@@ -331,6 +350,8 @@ impl Registry {
         self.persist(|| Change::Delete {
             id: client_id.to_owned(),
         });
+        self.unbind(&client);
+        self.issued.remove(client_id);
         self.tokens.remove(&client.reg_token.digest);
         if let Some(g) = &client.grace {
             self.tokens.remove(&g.replaced);

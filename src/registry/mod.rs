@@ -38,8 +38,10 @@ pub enum Error {
     Metadata(MetadataError),
     /// 400 `invalid_request`.
     InvalidRequest(String),
-    /// 401 `invalid_client`.
+    /// 401 `invalid_client`: client authentication failed at /token, /introspect, /revoke.
     InvalidClient(String),
+    /// 401 `invalid_client`: no accepted way to register was used (SPEC §3).
+    RegistrationDenied(String),
     /// 401 `invalid_token` (RFC 6750 §3.1).
     InvalidToken(String),
     /// 403 `insufficient_scope`.
@@ -79,6 +81,8 @@ pub struct Settings {
     pub initial_access_scope: String,
     pub initial_access_token_uses: u32,
     pub access_token_ttl: u64,
+    pub max_clients_per_certificate: u32,
+    pub max_active_per_client: u32,
 }
 
 impl Settings {
@@ -106,6 +110,8 @@ impl Settings {
             initial_access_scope: c.registration.initial_access_scope.clone(),
             initial_access_token_uses: c.registration.initial_access_token_uses,
             access_token_ttl: c.tokens.access_token_ttl.as_secs(),
+            max_clients_per_certificate: c.registration.max_clients_per_certificate,
+            max_active_per_client: c.tokens.max_active_per_client,
         }
     }
 }
@@ -172,6 +178,10 @@ pub struct StaticClient {
 pub struct Registry {
     clients: ClientMap,
     tokens: TokenMap,
+    /// Live registrations per bound certificate (`registration.max_clients_per_certificate`).
+    per_certificate: DashMap<[u8; 32], u32, std::hash::BuildHasherDefault<DigestHasher>>,
+    /// Each client's access tokens, oldest first (`tokens.max_active_per_client`).
+    issued: DashMap<String, std::collections::VecDeque<(u64, Digest)>, rustc_hash::FxBuildHasher>,
     statics: std::collections::HashMap<String, StaticClient>,
     settings: Settings,
     clock: Arc<dyn Clock>,
@@ -198,7 +208,7 @@ pub struct SnapshotStats {
 
 /// The body of a registration or management response (RFC 7591 §3.2.1, RFC 7592 §3):
 /// the server-issued fields, then the registered metadata spliced in verbatim.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Clone, Serialize)]
 pub struct ClientResponse {
     pub client_id: String,
     pub client_id_issued_at: u64,
@@ -213,6 +223,22 @@ pub struct ClientResponse {
     pub registration_client_uri: String,
     #[serde(skip)]
     pub metadata: Arc<Registered>,
+}
+
+impl std::fmt::Debug for ClientResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Credentials never reach a log line.
+        let redacted = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("ClientResponse")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &redacted(&self.client_secret))
+            .field(
+                "registration_access_token",
+                &redacted(&self.registration_access_token),
+            )
+            .field("registration_client_uri", &self.registration_client_uri)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ClientResponse {
@@ -242,7 +268,8 @@ impl ClientResponse {
     }
 }
 
-/// Credentials drawn before taking a lock, so the lock covers no syscall.
+/// Credentials drawn before taking a lock, so the lock covers no syscall. (No `Debug`:
+/// it holds plaintext credentials.)
 struct Fresh {
     id: [u8; 16],
     token: String,
@@ -326,6 +353,8 @@ impl Registry {
                 64,
             ),
             tokens: TokenMap::with_capacity_and_hasher_and_shard_amount(0, Default::default(), 64),
+            per_certificate: DashMap::default(),
+            issued: DashMap::default(),
             statics: std::collections::HashMap::new(),
             settings,
             clock,
@@ -336,17 +365,18 @@ impl Registry {
     /// A registry with the config's static clients.
     pub fn from_config(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, String> {
         let mut registry = Self::new(Settings::from_config(config), clock);
-        for (i, c) in config.clients.iter().enumerate() {
-            let client = client_auth::static_client(c)
-                .map_err(|e| format!("clients[{i}] ({}): {e}", c.client_id))?;
-            registry.statics.insert(c.client_id.clone(), client);
-        }
+        registry.statics = Self::static_clients(config)?;
         let dir = &config.store.data_dir;
         if !dir.as_os_str().is_empty() {
             let started = std::time::Instant::now();
             let generation =
                 store::snapshot::recover(dir, |change| registry.apply(change)).map_err(|e| e.0)?;
             let pruned = registry.prune_on_load();
+            // A snapshot loads on several threads: put each client's tokens back in
+            // issue order.
+            for mut issued in registry.issued.iter_mut() {
+                issued.make_contiguous().sort_unstable();
+            }
             tracing::info!(
                 dir = %dir.display(),
                 clients = registry.clients.len(),
@@ -362,6 +392,23 @@ impl Registry {
             });
         }
         Ok(registry)
+    }
+
+    /// The `[[clients]]` entries in the form the registry uses; an error names the entry
+    /// and the key at fault (`check-config` runs this too).
+    pub fn static_clients(
+        config: &Config,
+    ) -> Result<std::collections::HashMap<String, StaticClient>, String> {
+        config
+            .clients
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                client_auth::static_client(c)
+                    .map(|client| (c.client_id.clone(), client))
+                    .map_err(|e| format!("clients[{i}] ({}): {e}", c.client_id))
+            })
+            .collect()
     }
 
     /// Whether changes are journaled (`store.data_dir` is set).
@@ -426,8 +473,16 @@ impl Registry {
                     },
                     grace: None,
                 };
-                if let Some(old) = self.clients.insert(id.clone(), client) {
-                    self.tokens.remove(&old.reg_token.digest);
+                let bound = client.bound;
+                match self.clients.insert(id.clone(), client) {
+                    Some(old) => {
+                        self.tokens.remove(&old.reg_token.digest);
+                    }
+                    None => {
+                        if let Some(sha) = bound {
+                            *self.per_certificate.entry(sha).or_insert(0) += 1;
+                        }
+                    }
                 }
                 if !c.reg_token_revoked {
                     self.tokens
@@ -437,14 +492,29 @@ impl Registry {
             Change::Delete { id } => {
                 if let Some((_, old)) = self.clients.remove(&id) {
                     self.tokens.remove(&old.reg_token.digest);
+                    self.unbind(&old);
                 }
+                self.issued.remove(&id);
             }
             Change::Token { digest, token } => {
-                self.tokens
-                    .insert(digest, TokenRecord::Access(Box::new(token)));
+                let (owner, iat) = (token.client_id.clone(), token.iat);
+                let new = self
+                    .tokens
+                    .insert(digest, TokenRecord::Access(Box::new(token)))
+                    .is_none();
+                if new {
+                    self.issued
+                        .entry(owner)
+                        .or_default()
+                        .push_back((iat, digest));
+                }
             }
             Change::Revoke { digest } => {
-                self.tokens.remove(&digest);
+                if let Some((_, TokenRecord::Access(t))) = self.tokens.remove(&digest) {
+                    if let Some(mut issued) = self.issued.get_mut(&t.client_id) {
+                        issued.retain(|(_, d)| *d != digest);
+                    }
+                }
             }
         }
     }
@@ -463,7 +533,16 @@ impl Registry {
         for d in &dead {
             self.tokens.remove(d);
         }
+        self.prune_issued();
         dead.len()
+    }
+
+    /// Forgets index entries of tokens that are gone (lock order: `issued`, then `tokens`).
+    fn prune_issued(&self) {
+        self.issued.retain(|_, q| {
+            q.retain(|(_, d)| self.tokens.contains_key(d));
+            !q.is_empty()
+        });
     }
 
     /// Writes a snapshot and drops the journals it covers. Blocking: run it off the
@@ -508,6 +587,49 @@ impl Registry {
         Ok(Some(SnapshotStats { bytes, ..stats }))
     }
 
+    /// Why changes cannot be committed now, if they cannot.
+    pub fn unavailable(&self) -> Option<String> {
+        match &self.store {
+            Some(store) if store.journal.has_failed() => {
+                Some("storage: the journal cannot be written".into())
+            }
+            _ => None,
+        }
+    }
+
+    /// A canonical listing of the whole state (digests only, never a credential), one line
+    /// per client or token in a fixed order: two equal states give equal dumps.
+    pub fn dump(&self) -> String {
+        let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let opt = |d: &Option<[u8; 32]>| d.as_ref().map_or("-".to_owned(), |d| hex(d));
+        let mut lines: Vec<String> = self
+            .clients
+            .iter()
+            .map(|e| {
+                let c = e.value();
+                format!(
+                    "client {} issued={} secret={} bound={} token={} token_iat={} revoked={} {}",
+                    e.key(),
+                    c.issued_at,
+                    opt(&c.secret),
+                    opt(&c.bound),
+                    hex(&c.reg_token.digest),
+                    c.reg_token.issued_at,
+                    c.reg_token.revoked,
+                    c.metadata.json
+                )
+            })
+            .collect();
+        lines.extend(self.tokens.iter().map(|e| match e.value() {
+            TokenRecord::Registration { client_id } => {
+                format!("token {} registration {client_id}", hex(e.key()))
+            }
+            TokenRecord::Access(t) => format!("token {} access {t:?}", hex(e.key())),
+        }));
+        lines.sort_unstable();
+        lines.join("\n")
+    }
+
     /// Whether `client_id` names a statically configured client.
     pub fn is_static(&self, client_id: &str) -> bool {
         self.statics.contains_key(client_id)
@@ -539,6 +661,16 @@ impl Registry {
 
     fn client_uri(&self, client_id: &str) -> String {
         format!("{}/register/{client_id}", self.settings.issuer)
+    }
+
+    /// Gives back the quota slot of a removed client's certificate.
+    fn unbind(&self, client: &Client) {
+        if let Some(sha) = client.bound {
+            self.per_certificate.remove_if_mut(&sha, |_, n| {
+                *n = n.saturating_sub(1);
+                *n == 0
+            });
+        }
     }
 
     /// Whether the presented certificate is the one `client` is bound to.

@@ -51,7 +51,25 @@ impl Registry {
             })
             .collect();
         why.push_str(&format!(" (accepted: {})", accepted.join(", ")));
-        Err(Error::InvalidClient(why))
+        Err(Error::RegistrationDenied(why))
+    }
+
+    /// Counts one more live registration bound to `sha256`, or refuses beyond
+    /// `registration.max_clients_per_certificate` (SPEC §3). Checked and counted under the
+    /// entry's lock, so concurrent registrations cannot overshoot.
+    fn take_quota(&self, sha256: &[u8; 32]) -> Result<(), Error> {
+        let max = self.settings.max_clients_per_certificate;
+        let mut n = self.per_certificate.entry(*sha256).or_insert(0);
+        if *n >= max {
+            return Err(MetadataError::ClientMetadata(format!(
+                "this certificate already has {max} live registrations \
+                 (registration.max_clients_per_certificate): delete one, or ask an \
+                 administrator to"
+            ))
+            .into());
+        }
+        *n += 1;
+        Ok(())
     }
 
     /// Registers a client (RFC 7591 §3). Binding: a presented certificate's thumbprint is
@@ -67,6 +85,9 @@ impl Registry {
                 cert_match::satisfies(&metadata.rules, cert)
                     .map_err(MetadataError::ClientMetadata)?;
             }
+        }
+        if let Some(cert) = cert {
+            self.take_quota(&cert.sha256)?;
         }
         let fresh = Fresh::draw();
         let client_id = fresh.client_id();

@@ -39,13 +39,23 @@ impl AccessToken {
 }
 
 /// The `/token` success body (RFC 6749 §5.1).
-#[derive(Debug, Serialize)]
+#[derive(Serialize)]
 pub struct TokenGrant {
     pub access_token: String,
     pub token_type: &'static str,
     pub expires_in: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+}
+
+impl std::fmt::Debug for TokenGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenGrant")
+            .field("access_token", &"<redacted>")
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .finish()
+    }
 }
 
 /// The `/introspect` body (RFC 7662 §2.2).
@@ -118,7 +128,14 @@ impl Registry {
                 "the client is not registered for the client_credentials grant".into(),
             ));
         }
-        let registered: Vec<&str> = client.rules.scope_tokens().collect();
+        // The reserved scopes belong to static clients, whatever a registered client has
+        // stored (SPEC §6a.25): they are never part of what it may be granted.
+        let s = &self.settings;
+        let registered: Vec<&str> = client
+            .rules
+            .scope_tokens()
+            .filter(|t| client.is_static || (*t != s.dcrm_scope && *t != s.initial_access_scope))
+            .collect();
         let granted: Vec<&str> = match scope {
             None => registered.clone(),
             Some(requested) => {
@@ -178,6 +195,7 @@ impl Registry {
         if let Some(change) = change {
             self.persist(|| change);
         }
+        self.index_token(&client.client_id, now, digest);
         Ok(TokenGrant {
             access_token: token,
             token_type: "Bearer",
@@ -323,20 +341,68 @@ impl Registry {
     }
 
     /// RFC 7009: revokes `token` if `caller` may; unknown tokens are not an error.
+    ///
+    /// Registration access tokens can be revoked too, by their client (SPEC §6a.26).
     pub fn revoke(&self, caller: &Authenticated, token: &str) -> Result<(), Error> {
         let digest = secret::digest(token);
-        let owner = match self.tokens.get(&digest).as_deref() {
-            Some(TokenRecord::Access(t)) => t.client_id.clone(),
-            _ => return Ok(()),
+        let (owner, registration) = match self.tokens.get(&digest).as_deref() {
+            Some(TokenRecord::Access(t)) => (t.client_id.clone(), false),
+            Some(TokenRecord::Registration { client_id }) => (client_id.clone(), true),
+            None => return Ok(()),
         };
         if !caller.introspect && caller.client_id != owner {
             return Err(Error::UnauthorizedClient(
                 "the token was not issued to this client".into(),
             ));
         }
-        self.tokens.remove(&digest);
-        self.persist(|| Change::Revoke { digest });
+        if registration {
+            self.revoke_registration_token(&owner, &digest);
+        } else {
+            self.revoke_access_token(&owner, &digest);
+        }
         Ok(())
+    }
+
+    /// Removes an access token, durably, and forgets it in its client's index.
+    fn revoke_access_token(&self, owner: &str, digest: &Digest) {
+        if self.tokens.remove(digest).is_some() {
+            self.persist(|| Change::Revoke { digest: *digest });
+        }
+        if let Some(mut issued) = self.issued.get_mut(owner) {
+            issued.retain(|(_, d)| d != digest);
+        }
+    }
+
+    /// Records a new access token of `client_id`; beyond `tokens.max_active_per_client`
+    /// live tokens, the oldest is revoked (SPEC §8). Tokens that died meanwhile (expired,
+    /// revoked elsewhere, pruned) are dropped from the index first and do not count.
+    fn index_token(&self, client_id: &str, iat: u64, digest: Digest) {
+        let max = self.settings.max_active_per_client as usize;
+        let mut evicted = Vec::new();
+        {
+            let mut issued = match self.issued.get_mut(client_id) {
+                Some(e) => e,
+                None => self.issued.entry(client_id.to_owned()).or_default(),
+            };
+            if issued.len() >= max {
+                let now = self.now();
+                issued.retain(|(_, d)| {
+                    matches!(self.tokens.get(d).as_deref(), Some(TokenRecord::Access(t)) if t.is_live(now))
+                });
+            }
+            while issued.len() >= max {
+                match issued.pop_front() {
+                    Some((_, d)) => evicted.push(d),
+                    None => break,
+                }
+            }
+            issued.push_back((iat, digest));
+        }
+        for d in evicted {
+            if self.tokens.remove(&d).is_some() {
+                self.persist(|| Change::Revoke { digest: d });
+            }
+        }
     }
 
     /// Drops expired access tokens and spent initial access tokens. (Tokens of deleted
@@ -349,6 +415,7 @@ impl Registry {
             TokenRecord::Access(t) => t.is_live(now),
             TokenRecord::Registration { .. } => true,
         });
+        self.prune_issued();
         before.saturating_sub(self.tokens.len())
     }
 }

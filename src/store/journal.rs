@@ -127,6 +127,11 @@ impl Journal {
             .map_err(StoreError)
     }
 
+    /// Whether a write or fsync has failed (no change is acknowledged any more).
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -20,6 +20,8 @@ use certgate::{Config, Listeners};
 
 /// A running certgate on 127.0.0.1 ephemeral ports.
 pub struct Server {
+    /// The running gateway's state (for reloads and dumps).
+    pub app: Arc<certgate::App>,
     pub tls: SocketAddr,
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
@@ -57,15 +59,16 @@ impl Server {
             proxy: Some(proxy),
             admin: Some(admin),
         };
-        let c = clock.clone();
+        let app = Arc::new(certgate::App::start(config, clock.clone()).unwrap());
+        let served = app.clone();
         let task = tokio::spawn(async move {
-            certgate::run(config, listeners, c, async {
+            certgate::server::serve(served, listeners, async {
                 let _ = stopped.await;
             })
-            .await
-            .unwrap();
+            .await;
         });
         Self {
+            app,
             tls: addrs.0,
             proxy: addrs.1,
             admin: addrs.2,
@@ -291,6 +294,91 @@ async fn collect(resp: http::Response<hyper::body::Incoming>) -> Resp {
         version: parts.version,
         body: body.collect().await.unwrap().to_bytes(),
     }
+}
+
+/// A raw TLS connection to `addr` presenting `cert`, offering `alpn`.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    cert: Option<&str>,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(cert, alpn)));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake")
+}
+
+/// Reads until the peer closes (EOF or reset), discarding what arrives; `false` if it is
+/// still open after `within`.
+pub async fn closed_within(
+    io: &mut (impl tokio::io::AsyncRead + Unpin),
+    within: std::time::Duration,
+) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(within, async {
+        loop {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// Writes raw bytes and reads one HTTP/1.1 response (head and a Content-Length body).
+pub async fn raw_exchange(
+    io: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin),
+    request: &[u8],
+) -> (u16, String, Vec<u8>) {
+    use tokio::io::AsyncWriteExt as _;
+    io.write_all(request).await.unwrap();
+    read_response(io).await
+}
+
+/// Reads one HTTP/1.1 response: (status, head, body by Content-Length). Status 0 when the
+/// connection closed first.
+pub async fn read_response(io: &mut (impl tokio::io::AsyncRead + Unpin)) -> (u16, String, Vec<u8>) {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        match io.read(&mut chunk).await {
+            Ok(0) | Err(_) => return (0, String::from_utf8_lossy(&buf).into_owned(), Vec::new()),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())
+                .flatten()
+        })
+        .unwrap_or(0);
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < len {
+        match io.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+        }
+    }
+    body.truncate(len);
+    (status, head, body)
 }
 
 /// Registers a client over TLS with `cert`, asserting 201; returns the response JSON.

@@ -1,4 +1,5 @@
-//! Accept loops, connection limits, time boxes, graceful shutdown and SIGHUP reload.
+//! Accept loops, per-listener connection limits, time boxes, graceful shutdown and SIGHUP
+//! reload.
 
 use std::future::Future;
 use std::io;
@@ -11,11 +12,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Config;
-use crate::http::{handle, App, Conn, Listener};
+use crate::http::{handle, App, Conn, Listener, TlsPeer};
 use crate::identity::CertSource;
+use watchdog::{Activity, Watched};
+
+mod watchdog;
 
 /// The pre-bound sockets the gateway serves (tests bind `127.0.0.1:0`).
 pub struct Listeners {
@@ -51,35 +55,31 @@ impl Listeners {
 pub async fn serve(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let limits = &app.config.limits;
-    let max = limits.max_connections;
-    let slots = Arc::new(Semaphore::new(max));
+    // `validate` keeps max_connections within u32.
+    let max = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let builders = Arc::new(Builders::new(limits));
     let mut tasks = tokio::task::JoinSet::new();
-
-    tasks.spawn(accept_loop(
-        app.clone(),
-        listeners.tls,
-        Listener::Tls,
-        slots.clone(),
-        stop_rx.clone(),
-    ));
-    if let Some(l) = listeners.proxy {
+    let mut pools = Vec::new();
+    // Each listener has its own slots: direct TLS clients can never starve the trusted
+    // proxy, and a flood cannot hide /metrics (SPEC §8).
+    let mut listen = |listener: TcpListener, kind: Listener, max: u32| {
+        let slots = Arc::new(Semaphore::new(max as usize));
+        pools.push((slots.clone(), max));
         tasks.spawn(accept_loop(
             app.clone(),
-            l,
-            Listener::Proxy,
-            slots.clone(),
+            builders.clone(),
+            listener,
+            kind,
+            slots,
             stop_rx.clone(),
         ));
+    };
+    listen(listeners.tls, Listener::Tls, max);
+    if let Some(l) = listeners.proxy {
+        listen(l, Listener::Proxy, max);
     }
     if let Some(l) = listeners.admin {
-        // The admin listener has its own small budget so a flood cannot hide /metrics.
-        tasks.spawn(accept_loop(
-            app.clone(),
-            l,
-            Listener::Admin,
-            Arc::new(Semaphore::new(64)),
-            stop_rx.clone(),
-        ));
+        listen(l, Listener::Admin, ADMIN_CONNECTIONS);
     }
     #[cfg(unix)]
     tasks.spawn(reload_on_sighup(app.clone(), stop_rx.clone()));
@@ -87,14 +87,68 @@ pub async fn serve(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Ou
 
     shutdown.await;
     tracing::info!("shutting down: no new connections, draining open ones");
+    app.begin_draining();
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
-    let drained = tokio::time::timeout(limits.drain_timeout, slots.acquire_many(max as u32)).await;
+    let drained = tokio::time::timeout(limits.drain_timeout, async {
+        for (slots, max) in &pools {
+            let _ = slots.acquire_many(*max).await;
+        }
+    })
+    .await;
     if drained.is_err() {
         tracing::warn!("drain timeout passed with connections still open; closing them");
     }
     snapshot(&app).await;
 }
+
+/// The admin listener's own small budget.
+const ADMIN_CONNECTIONS: u32 = 64;
+
+/// How long a connection closed by its watchdog gets to say goodbye (HTTP/2 GOAWAY).
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
+
+/// hyper connection builders, configured once from `[limits]`.
+struct Builders {
+    /// Decides HTTP/1 or HTTP/2 from the first bytes (plain listeners, TLS without ALPN).
+    auto: auto::Builder<TokioExecutor>,
+    http1: auto::Builder<TokioExecutor>,
+    http2: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(limits: &crate::config::LimitsConfig) -> Self {
+        let mut b = auto::Builder::new(TokioExecutor::new());
+        // The head limit itself (431 with a JSON body) is `http::handle`'s; hyper's buffers
+        // only have to hold what it judges, with room to spare.
+        let head_buffer = (limits.max_header_bytes as usize)
+            .saturating_mul(2)
+            .max(16 * 1024);
+        b.http1()
+            .timer(TokioTimer::new())
+            // The watchdog times head reads and idle keep-alive separately; hyper's timer
+            // would also cut idle keep-alive connections at the header timeout.
+            .header_read_timeout(None)
+            .max_buf_size(head_buffer)
+            .max_headers(MAX_HEADERS)
+            .keep_alive(true);
+        b.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .max_header_list_size(u32::try_from(head_buffer).unwrap_or(u32::MAX))
+            .keep_alive_interval(Some(limits.idle_timeout))
+            .keep_alive_timeout(Duration::from_secs(20));
+        Self {
+            auto: b.clone(),
+            http1: b.clone().http1_only(),
+            http2: b.http2_only(),
+        }
+    }
+}
+
+/// Header fields hyper parses in one HTTP/1 head (its default is 100, answered with a
+/// bare 431; past that many, `http::handle` still judges the size).
+const MAX_HEADERS: usize = 256;
 
 async fn snapshot_periodically(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     let every = app.config.store.snapshot_interval;
@@ -139,13 +193,15 @@ async fn snapshot(app: &Arc<App>) {
 
 async fn accept_loop(
     app: Arc<App>,
+    builders: Arc<Builders>,
     listener: TcpListener,
     kind: Listener,
     slots: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        // Taking a slot before accepting applies back-pressure at the connection limit.
+        // Taking a slot before accepting applies back-pressure at the connection limit:
+        // one connection more waits in the kernel's backlog.
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = stop.changed() => return,
@@ -164,38 +220,42 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
+        let builders = builders.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
             app.metrics.connections_open.inc();
             match kind {
-                Listener::Tls => serve_tls(&app, stream, peer, stop).await,
+                Listener::Tls => serve_tls(&app, &builders, stream, peer, permit, stop).await,
                 _ => {
                     let conn = Conn {
                         peer,
                         listener: kind,
-                        tls_cert: None,
+                        tls: None,
                     };
-                    serve_http(app.clone(), TokioIo::new(stream), conn, stop).await;
+                    let limits = &app.config.limits;
+                    let activity =
+                        Activity::new(limits.header_read_timeout, limits.idle_timeout, true);
+                    let io = Watched::new(stream, activity.clone(), permit);
+                    serve_http(&app, &builders.auto, io, activity, conn, stop).await;
                 }
             }
             app.metrics.connections_open.dec();
-            drop(permit);
         });
     }
 }
 
 async fn serve_tls(
     app: &Arc<App>,
+    builders: &Builders,
     stream: TcpStream,
     peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
     stop: watch::Receiver<bool>,
 ) {
     let tls = app.tls.current();
-    let accepted = tokio::time::timeout(
-        app.config.limits.handshake_timeout,
-        tls.acceptor.accept(stream),
-    )
-    .await;
+    let limits = &app.config.limits;
+    let accepted =
+        tokio::time::timeout(limits.handshake_timeout, tls.acceptor.accept(stream)).await;
     let stream = match accepted {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -209,9 +269,14 @@ async fn serve_tls(
             return;
         }
     };
-    let cert = match stream.get_ref().1.peer_certificates() {
+    let session = stream.get_ref().1;
+    let handshake = match session.peer_certificates() {
         Some(chain) if !chain.is_empty() => match tls.identify(chain, CertSource::Tls) {
-            Ok(c) => Some(c),
+            Ok(cert) => Some(TlsPeer {
+                chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
+                cert,
+                generation: tls.generation,
+            }),
             Err(e) => {
                 tracing::info!(%peer, error = %e, "closing connection: unusable client certificate");
                 return;
@@ -219,44 +284,74 @@ async fn serve_tls(
         },
         _ => None,
     };
+    // ALPN decides the protocol; only a client that offered none is sniffed.
+    let (builder, http1) = match session.alpn_protocol() {
+        Some(b"h2") => (&builders.http2, false),
+        Some(_) => (&builders.http1, true),
+        None => (&builders.auto, true),
+    };
     let conn = Conn {
         peer,
         listener: Listener::Tls,
-        tls_cert: cert,
+        tls: handshake,
     };
-    serve_http(app.clone(), TokioIo::new(stream), conn, stop).await;
+    let activity = Activity::new(limits.header_read_timeout, limits.idle_timeout, http1);
+    let io = Watched::new(stream, activity.clone(), permit);
+    serve_http(app, builder, io, activity, conn, stop).await;
 }
 
-async fn serve_http<I>(app: Arc<App>, io: TokioIo<I>, conn: Conn, mut stop: watch::Receiver<bool>)
-where
+async fn serve_http<I>(
+    app: &Arc<App>,
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    activity: Arc<Activity>,
+    conn: Conn,
+    mut stop: watch::Receiver<bool>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let limits = &app.config.limits;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Some(Duration::from_secs(60)));
     let conn = Arc::new(conn);
     let svc_app = app.clone();
-    let svc = service_fn(move |req| handle(svc_app.clone(), conn.clone(), req));
-    let connection = builder.serve_connection(io, svc);
-    tokio::pin!(connection);
-    tokio::select! {
-        r = connection.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
+    let svc_activity = activity.clone();
+    let svc = service_fn(move |req| {
+        let in_flight = svc_activity.begin();
+        let app = svc_app.clone();
+        let conn = conn.clone();
+        async move {
+            let resp = handle(app, conn, req).await;
+            drop(in_flight);
+            resp
         }
-        _ = stop.changed() => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
+    });
+    let connection = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(connection);
+    loop {
+        let wake = match activity.deadline() {
+            Some(at) if at <= tokio::time::Instant::now() => {
+                // Nothing in flight and nothing arrived in time: close. HTTP/2 gets its
+                // GOAWAY; a half-sent head is simply dropped.
+                connection.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(CLOSE_GRACE, connection.as_mut()).await;
+                return;
+            }
+            Some(at) => at,
+            None => tokio::time::Instant::now() + activity.recheck(),
+        };
+        activity.sleeping_until(wake);
+        tokio::select! {
+            r = connection.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = activity.earlier() => {}
+            _ = stop.changed() => {
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+                return;
+            }
         }
     }
 }
