@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every certgate benchmark workload (SPEC §10) and prints markdown tables.
+# Runs every certgate benchmark workload and prints markdown tables.
 #
 #   scripts/bench.sh                      # about 4 minutes on 2 cores
 #   BENCH_CLIENTS=200000 scripts/bench.sh # smaller memory / snapshot runs

@@ -702,6 +702,70 @@ mod tests {
     }
 
     #[test]
+    fn whole_second_fields_refuse_fractions_and_name_the_key() {
+        let e = Config::parse("[management]\nread_update_ttl = \"500ms\"\n").unwrap_err();
+        assert!(e.0.starts_with("management.read_update_ttl:"), "{e}");
+        let e = Config::parse("[management]\nrotation_grace = \"2500ms\"\n").unwrap_err();
+        assert!(e.0.starts_with("management.rotation_grace:"), "{e}");
+        // Zero means off for the grace, and is refused for lifetimes.
+        assert!(Config::parse("[management]\nrotation_grace = \"0s\"\n").is_ok());
+        let e = Config::parse("[tokens]\naccess_token_ttl = \"0s\"\n").unwrap_err();
+        assert!(e.0.starts_with("tokens.access_token_ttl:"), "{e}");
+    }
+
+    #[test]
+    fn timeouts_take_milliseconds_but_nothing_finer() {
+        let c = Config::parse("[limits]\nheader_read_timeout = \"250ms\"\n").unwrap();
+        assert_eq!(c.limits.header_read_timeout, Duration::from_millis(250));
+        let e = Config::parse("[limits]\nheader_read_timeout = \"250us\"\n").unwrap_err();
+        assert!(e.0.starts_with("limits.header_read_timeout:"), "{e}");
+    }
+
+    #[test]
+    fn huge_durations_are_errors_not_panics() {
+        for text in [
+            "[store]\nsnapshot_interval = \"1000000y\"\n",
+            "[limits]\nidle_timeout = \"584942417355y\"\n",
+            "[management]\nregistration_token_ttl = \"99999999999999999999999d\"\n",
+        ] {
+            assert!(Config::parse(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn max_connections_must_fit_the_semaphores() {
+        assert!(Config::parse("[limits]\nmax_connections = 4294967295\n").is_ok());
+        let e = Config::parse("[limits]\nmax_connections = 4294967296\n").unwrap_err();
+        assert!(e.0.starts_with("limits.max_connections:"), "{e}");
+        assert!(Config::parse("[limits]\nmax_connections = 0\n").is_err());
+    }
+
+    #[test]
+    fn dangerous_settings_warn_once_each() {
+        assert!(Config::parse("").unwrap().warnings().is_empty());
+        let c = Config::parse(
+            "[server]\nissuer = \"http://x\"\nproxy_listen = \"[::]:8080\"\n\
+             [proxy]\ntrusted_proxies = [\"::/0\"]\n[management]\nrotation_grace = \"5s\"\n",
+        )
+        .unwrap();
+        let w = c.warnings();
+        assert_eq!(w.len(), 4, "{w:?}");
+        for key in [
+            "proxy.trusted_proxies",
+            "server.issuer",
+            "server.proxy_listen",
+            "management.rotation_grace",
+        ] {
+            assert_eq!(w.iter().filter(|l| l.starts_with(key)).count(), 1, "{w:?}");
+        }
+        let quiet = Config::parse(
+            "[management]\nrotation_grace = \"5s\"\nrequire_same_certificate = true\n",
+        )
+        .unwrap();
+        assert!(quiet.warnings().is_empty());
+    }
+
+    #[test]
     fn reserved_scope_cannot_be_allowed() {
         let e = Config::parse("[registration]\nallowed_scopes = [\"dcrm\"]\n").unwrap_err();
         assert!(e.0.contains("registration.allowed_scopes"), "{e}");

@@ -89,6 +89,82 @@ fn check_config_accepts_the_shipped_config() {
     );
 }
 
+#[test]
+fn check_config_says_ok_on_stdout() {
+    let out = check_config("");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+}
+
+#[test]
+fn check_config_runs_the_static_client_checks_start_up_runs() {
+    // Parses as TOML and passes field validation, but the DN is not a DN: start-up would
+    // refuse it, so check-config must too.
+    let out = check_config(
+        "[[clients]]\nclient_id = \"svc\"\ntoken_endpoint_auth_method = \"tls_client_auth\"\n\
+         tls_client_auth_subject_dn = \"just some text\"\n",
+    );
+    assert_rejected(&out, &["clients[0]", "svc", "tls_client_auth_subject_dn"]);
+}
+
+#[test]
+fn check_config_rejects_durations_that_would_lie() {
+    for (toml, key) in [
+        (
+            "[management]\nread_update_ttl = \"500ms\"\n",
+            "management.read_update_ttl",
+        ),
+        (
+            "[tokens]\naccess_token_ttl = \"1.5s\"\n",
+            "tokens.access_token_ttl",
+        ),
+        (
+            "[limits]\nidle_timeout = \"1500us\"\n",
+            "limits.idle_timeout",
+        ),
+        (
+            "[store]\nsnapshot_interval = \"1000000000y\"\n",
+            "store.snapshot_interval",
+        ),
+        ("[limits]\ndrain_timeout = \"0s\"\n", "limits.drain_timeout"),
+        (
+            "[limits]\nmax_connections = 5000000000\n",
+            "limits.max_connections",
+        ),
+    ] {
+        assert_rejected(&check_config(toml), &[key]);
+    }
+}
+
+#[test]
+fn check_config_warns_about_legal_but_dangerous_settings() {
+    let out = check_config(
+        "[server]\nissuer = \"http://gw.example\"\nadmin_listen = \"0.0.0.0:9090\"\n\
+         [proxy]\ntrusted_proxies = [\"0.0.0.0/0\"]\n\
+         [management]\nrotation_grace = \"30s\"\n",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for key in [
+        "proxy.trusted_proxies",
+        "server.issuer",
+        "server.admin_listen",
+        "management.rotation_grace",
+    ] {
+        let lines = stderr
+            .lines()
+            .filter(|l| l.contains("warning") && l.contains(key));
+        assert_eq!(lines.count(), 1, "one warning line naming {key}: {stderr}");
+    }
+    // The shipped config is quiet.
+    let out = check_config_file(&root().join("config/certgate.toml"));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+}
+
 // === a running binary ===
 
 /// A `certgate` child process; killed on drop so a failing test leaks nothing.

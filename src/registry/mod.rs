@@ -681,3 +681,70 @@ impl Registry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_every_type_holding_a_plaintext_credential_is_redacted() {
+        let secret = "s3cret-plaintext-value";
+        let metadata = Arc::new(Registered {
+            json: "{}".into(),
+            rules: crate::metadata::ClientRules {
+                auth: crate::metadata::AuthMethod::ClientSecretBasic,
+                client_credentials: true,
+                scope: None,
+                subject: None,
+                x5c: Box::new([]),
+                jwks_uri: false,
+                bound_tokens: false,
+            },
+        });
+        let shown = [
+            format!(
+                "{:?}",
+                ClientResponse {
+                    client_id: "c".into(),
+                    client_id_issued_at: 0,
+                    client_secret: Some(secret.into()),
+                    client_secret_expires_at: Some(0),
+                    registration_access_token: Some(secret.into()),
+                    registration_access_token_expires_in: Some(1),
+                    registration_client_uri: "u".into(),
+                    metadata,
+                }
+            ),
+            format!(
+                "{:?}",
+                TokenGrant {
+                    access_token: secret.into(),
+                    token_type: "Bearer",
+                    expires_in: 1,
+                    scope: None,
+                }
+            ),
+            format!(
+                "{:?}",
+                ClientCredentials {
+                    basic: Some(("c".into(), secret.into())),
+                    client_id: None,
+                    client_secret: Some(secret.into()),
+                }
+            ),
+            format!(
+                "{:?}",
+                Grace {
+                    replaced: [0; 32],
+                    replaced_at: 0,
+                    token: secret.into(),
+                    secret: Some(secret.into()),
+                }
+            ),
+        ];
+        for s in shown {
+            assert!(!s.contains(secret), "{s}");
+            assert!(s.contains("redacted"), "{s}");
+        }
+    }
+}
