@@ -9,6 +9,7 @@
 //! - `proxy_header` — the six proxy header formats → certificate chain
 //! - `http`         — routing, decoding, the one error → (status, RFC code) mapping
 //! - `metadata`     — RFC 7591 / RFC 8705 client metadata parsed into valid types
+//! - `jwk`          — registered JWKs: public keys only, `x5c` certificates of that key
 //! - `cert_match`   — does a certificate satisfy declared subject DN / SAN / jwks
 //! - `registry`     — the domain: registration, binding, rotation (`registry::management`)
 //! - `store`        — durability: journal with group commit, snapshots, recovery
@@ -21,6 +22,7 @@ pub mod clock;
 pub mod config;
 pub mod http;
 pub mod identity;
+pub mod jwk;
 pub mod metadata;
 pub mod metrics;
 pub mod proxy_header;

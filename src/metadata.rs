@@ -87,11 +87,20 @@ pub struct RedirectUri(String);
 
 impl RedirectUri {
     fn parse(s: &str) -> Result<Self, MetadataError> {
+        uri_characters(s).map_err(|why| MetadataError::RedirectUri(format!("{s:?} {why}")))?;
         let url = url::Url::parse(s)
             .map_err(|_| MetadataError::RedirectUri(format!("{s:?} is not an absolute URI")))?;
         if url.fragment().is_some() {
             return Err(MetadataError::RedirectUri(format!(
                 "{s:?} must not contain a fragment"
+            )));
+        }
+        if REFUSED_SCHEMES.contains(&url.scheme()) {
+            // Schemes that run code or read local files in the user agent are never a
+            // place to send an authorization response.
+            return Err(MetadataError::RedirectUri(format!(
+                "the {}: scheme is not allowed for redirect URIs",
+                url.scheme()
             )));
         }
         if url.cannot_be_a_base() && url.scheme() != "urn" {
@@ -108,6 +117,31 @@ impl RedirectUri {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Redirect URI schemes that are never accepted.
+const REFUSED_SCHEMES: [&str; 4] = ["javascript", "data", "file", "vbscript"];
+
+/// Only characters RFC 3986 allows in a URI, and well-formed percent-encodings: no
+/// whitespace, control characters, NUL or raw non-ASCII anywhere (URL parsers would quietly
+/// strip or re-encode them, so what is registered would not be what is compared).
+fn uri_characters(s: &str) -> Result<(), &'static str> {
+    let bytes = s.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        let allowed = b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=%".contains(&b);
+        if !allowed {
+            return Err(
+                "contains a character a URI may not hold (whitespace, control, or non-ASCII)",
+            );
+        }
+        if b == b'%' {
+            let hex = bytes.get(i + 1..i + 3);
+            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                return Err("has a malformed percent-encoding");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Registered client metadata, defaults applied: the result of `parse`, serialized once
@@ -486,6 +520,7 @@ fn opt_uri(body: &mut Map<String, Value>, field: &str) -> Result<Option<String>,
 }
 
 fn check_uri(field: &str, s: &str) -> Result<(), MetadataError> {
+    uri_characters(s).map_err(|why| invalid(format!("{field} {s:?} {why}")))?;
     match url::Url::parse(s) {
         Ok(u) if u.scheme() == "https" || u.scheme() == "http" => Ok(()),
         _ => Err(invalid(format!(
@@ -632,25 +667,7 @@ fn jwks(v: Value) -> Result<Map<String, Value>, MetadataError> {
         let Value::Object(key) = key else {
             return Err(invalid("jwks keys must be objects".into()));
         };
-        if !matches!(key.get("kty"), Some(Value::String(_))) {
-            return Err(invalid("every jwks key needs a \"kty\"".into()));
-        }
-        if let Some(x5c) = key.get("x5c") {
-            let ok = x5c.as_array().is_some_and(|a| {
-                !a.is_empty()
-                    && a.iter().all(|c| {
-                        c.as_str().is_some_and(|s| {
-                            use base64::Engine as _;
-                            base64::engine::general_purpose::STANDARD.decode(s).is_ok()
-                        })
-                    })
-            });
-            if !ok {
-                return Err(invalid(
-                    "jwks x5c must be a non-empty array of base64 DER certificates".into(),
-                ));
-            }
-        }
+        crate::jwk::check_key(key).map_err(invalid)?;
     }
     Ok(set)
 }

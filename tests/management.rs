@@ -628,7 +628,7 @@ async fn spec_4_put_validates_like_registration() {
         (
             json!({
                 "client_id": cid,
-                "jwks": {"keys": [{"kty": "EC", "x5c": [x5c("client1")]}]},
+                "jwks": {"keys": [jwk("client1")]},
                 "jwks_uri": "https://a.example/jwks",
             }),
             "invalid_client_metadata",
@@ -1174,7 +1174,7 @@ async fn spec_4_put_cannot_switch_to_a_san_the_presented_certificate_lacks() {
 #[tokio::test]
 async fn spec_4_put_cannot_replace_the_jwks_certificate_with_one_the_caller_does_not_hold() {
     let s = Server::start("").await;
-    let jwks = |name: &str| json!({"keys": [{"kty": "EC", "x5c": [x5c(name)]}]});
+    let jwks = |name: &str| json!({"keys": [jwk(name)]});
     let reg = register(
         &s,
         Some("client1"),

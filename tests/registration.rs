@@ -400,7 +400,7 @@ async fn spec_6a_1_allowed_grant_types_narrows_what_may_be_registered() {
 async fn rfc7591_2_jwks_and_jwks_uri_must_not_both_be_present() {
     refused_metadata(
         json!({
-            "jwks": {"keys": [{"kty": "EC", "x5c": [x5c("client1")]}]},
+            "jwks": {"keys": [jwk("client1")]},
             "jwks_uri": "https://app.example.com/jwks.json",
         }),
         "invalid_client_metadata",
@@ -647,9 +647,11 @@ async fn tls_client_auth_subject_dn_is_checked_against_a_proxied_certificate_too
 }
 
 fn self_signed_body(cert_in_jwks: &str) -> Value {
+    let mut key = jwk(cert_in_jwks);
+    key["use"] = json!("sig");
     json!({
         "token_endpoint_auth_method": "self_signed_tls_client_auth",
-        "jwks": {"keys": [{"kty": "EC", "use": "sig", "x5c": [x5c(cert_in_jwks)]}]},
+        "jwks": {"keys": [key]},
     })
 }
 

@@ -358,7 +358,7 @@ async fn rfc8705_2_2_self_signed_tls_client_auth_matches_a_certificate_in_jwks()
         &s,
         json!({
             "token_endpoint_auth_method": "self_signed_tls_client_auth",
-            "jwks": { "keys": [ { "kty": "EC", "x5c": [ x5c("selfsigned") ] } ] },
+            "jwks": { "keys": [ jwk("selfsigned") ] },
         }),
     )
     .await;

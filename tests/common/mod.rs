@@ -460,6 +460,27 @@ pub fn x5c(name: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(der(name))
 }
 
+/// The public JWK (RFC 7517) of a dev PKI certificate's P-256 key, with the certificate in
+/// `x5c`: what a client registers for `self_signed_tls_client_auth`.
+pub fn jwk(name: &str) -> Value {
+    use base64::Engine as _;
+    use x509_parser::prelude::FromDer as _;
+    let der = der(name);
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&der).unwrap();
+    let point = cert.public_key().subject_public_key.data.to_vec();
+    assert_eq!(
+        point.len(),
+        65,
+        "{name}: the dev PKI uses uncompressed P-256 points"
+    );
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    serde_json::json!({
+        "kty": "EC", "crv": "P-256",
+        "x": b64(&point[1..33]), "y": b64(&point[33..]),
+        "x5c": [x5c(name)],
+    })
+}
+
 /// The number of registered clients `/healthz` reports (admin listener).
 pub async fn client_count(server: &Server) -> u64 {
     let r = server.admin().get("/healthz", &[]).await;
