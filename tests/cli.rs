@@ -1,5 +1,6 @@
 //! The real `certgate` binary: `check-config`, and serving a real `curl --cert` user
 //! (SPEC §6, §8).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 mod common;
 mod listening;

@@ -22,7 +22,7 @@
 //!
 //! The harness (the binary as a child process, the blocking client, tracked clients) is
 //! `tests/durable/`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 mod common;
 mod durable;

@@ -13,6 +13,7 @@
 //! Needs nginx, HAProxy and curl (`sudo apt-get install -y nginx haproxy curl` on Debian or
 //! Ubuntu). Run with `cargo test --features real-proxies --test real_proxies`; a plain
 //! `cargo test` leaves this target out.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 use std::fs;
 use std::io::{Read, Write};

@@ -6,7 +6,7 @@
 //!
 //! A test crate using it declares `mod common; mod listening; mod durable;`.
 #![allow(dead_code)]
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 mod http;
 mod state;

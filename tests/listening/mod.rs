@@ -5,7 +5,7 @@
 //! them (`tls=…`, `proxy=Some(…)`, `admin=Some(…)`; text or `--log-format json`). No port is
 //! picked before the binary binds it, so no other process can take it in between.
 #![allow(dead_code)]
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 use std::fs;
 use std::net::SocketAddr;
