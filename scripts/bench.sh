@@ -23,8 +23,8 @@ small=${BENCH_SMALL_CLIENTS:-100000}
 mkdir -p target/bench
 out=${BENCH_OUT:-target/bench/results-$(date +%Y%m%d-%H%M%S).jsonl}
 
-cargo build --release --example bench >&2
-bench=target/release/examples/bench
+cargo build --release -p certgate-bench >&2
+bench=target/release/bench
 
 run() {
     echo "bench: $*" >&2

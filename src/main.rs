@@ -77,10 +77,24 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // The addresses actually bound: a configured port 0 shows as the port the kernel
+        // chose (the tests start the binary that way and read the ports from this line).
+        let local = |l: &tokio::net::TcpListener| l.local_addr().ok();
+        let tls = local(&listeners.tls).unwrap_or(config.server.tls_listen);
+        let proxy = listeners
+            .proxy
+            .as_ref()
+            .and_then(local)
+            .or(config.server.proxy_listen);
+        let admin = listeners
+            .admin
+            .as_ref()
+            .and_then(local)
+            .or(config.server.admin_listen);
         tracing::info!(
-            tls = %config.server.tls_listen,
-            proxy = ?config.server.proxy_listen,
-            admin = ?config.server.admin_listen,
+            tls = %tls,
+            proxy = ?proxy,
+            admin = ?admin,
             issuer = %config.server.issuer,
             "certgate listening"
         );

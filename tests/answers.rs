@@ -1,6 +1,7 @@
 //! Answers outside clients and the RFCs expect (SPEC §2, §3, §6a.23-26, §8): challenges on
 //! every 401, truthful discovery, reserved scopes never issued, revoked registration tokens
 //! dead even when racing, readiness, quotas, and HTTP framing rules.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 mod common;
 

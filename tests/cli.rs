@@ -1,10 +1,11 @@
 //! The real `certgate` binary: `check-config`, and serving a real `curl --cert` user
 //! (SPEC §6, §8).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 mod common;
+mod listening;
 
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -185,32 +186,18 @@ impl Drop for Running {
 }
 
 impl Running {
-    /// Starts the binary on free loopback ports and waits until `/healthz` answers.
+    /// Starts the binary with every listener on port 0 and waits until `/healthz` answers
+    /// on the admin port it reports (tests/listening).
     fn start(extra_args: &[&str]) -> Self {
-        for _attempt in 0..5 {
-            match Self::try_start(extra_args) {
-                Ok(running) => return running,
-                // Another process took a port between our probe and the server's bind.
-                Err(log) if log.contains("cannot listen") => continue,
-                Err(log) => panic!("certgate did not become healthy; its log:\n{log}"),
-            }
-        }
-        panic!("certgate could not bind free ports in 5 attempts");
-    }
-
-    fn try_start(extra_args: &[&str]) -> Result<Self, String> {
-        let [tls_port, proxy_port, admin_port] = free_ports();
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("certgate.toml");
         fs::write(
             &config,
-            format!(
-                "[server]\n\
-                 issuer = \"https://localhost:{tls_port}\"\n\
-                 tls_listen = \"127.0.0.1:{tls_port}\"\n\
-                 proxy_listen = \"127.0.0.1:{proxy_port}\"\n\
-                 admin_listen = \"127.0.0.1:{admin_port}\"\n"
-            ),
+            "[server]\n\
+             issuer = \"https://localhost\"\n\
+             tls_listen = \"127.0.0.1:0\"\n\
+             proxy_listen = \"127.0.0.1:0\"\n\
+             admin_listen = \"127.0.0.1:0\"\n",
         )
         .unwrap();
         let log = dir.path().join("certgate.log");
@@ -227,21 +214,40 @@ impl Running {
             .expect("spawn certgate");
         let mut running = Self {
             child,
-            tls_port,
+            tls_port: 0,
             log,
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let timeout = Duration::from_secs(30);
+        let bound = match listening::wait(&mut running.child, &running.log, timeout) {
+            listening::Listening::Bound(bound) => bound,
+            listening::Listening::Exited(status) => panic!(
+                "certgate exited with {status} before listening; its log:\n{}",
+                running.log_text()
+            ),
+            listening::Listening::TimedOut => panic!(
+                "certgate logged no \"certgate listening\" line within {timeout:?}; its log:\n{}",
+                running.log_text()
+            ),
+        };
+        running.tls_port = bound.tls_port();
+        let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if healthz_ok(admin_port) {
-                return Ok(running);
+            if healthz_ok(bound.admin_port()) {
+                return running;
             }
             if let Ok(Some(status)) = running.child.try_wait() {
-                return Err(format!("exited with {status}\n{}", running.log_text()));
+                panic!(
+                    "certgate exited with {status}; its log:\n{}",
+                    running.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Err(format!("/healthz never answered\n{}", running.log_text()))
+        panic!(
+            "certgate did not become healthy: /healthz never answered; its log:\n{}",
+            running.log_text()
+        );
     }
 
     fn log_text(&self) -> String {
@@ -267,15 +273,6 @@ impl Running {
             self.log_text()
         );
     }
-}
-
-/// Three distinct free ports on 127.0.0.1 (probed together so they differ).
-fn free_ports() -> [u16; 3] {
-    let probes: Vec<TcpListener> = (0..3)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let port = |i: usize| probes[i].local_addr().unwrap().port();
-    [port(0), port(1), port(2)]
 }
 
 /// `curl` as an operator types it, from the crate root (proxy variables removed so the
@@ -390,4 +387,25 @@ fn sigterm_stops_the_binary_with_exit_status_0() {
         "exit status after SIGTERM: {status}; log:\n{}",
         server.log_text()
     );
+}
+
+/// The port discovery itself (tests/listening): both log formats, colours, partial lines.
+#[test]
+fn listening_line_is_parsed_in_text_and_json() {
+    let text =
+        "\u{1b}[2m2026-01-01T00:00:00Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m certgate listening \
+                \u{1b}[3mtls\u{1b}[0m\u{1b}[2m=\u{1b}[0m127.0.0.1:42631 \
+                \u{1b}[3mproxy\u{1b}[0m\u{1b}[2m=\u{1b}[0mSome(127.0.0.1:42273) \
+                \u{1b}[3madmin\u{1b}[0m\u{1b}[2m=\u{1b}[0mNone issuer=https://localhost\n";
+    let want = listening::Bound {
+        tls: "127.0.0.1:42631".parse().unwrap(),
+        proxy: Some("127.0.0.1:42273".parse().unwrap()),
+        admin: None,
+    };
+    assert_eq!(listening::parse(text), Some(want));
+    let json = r#"{"level":"INFO","fields":{"message":"certgate listening","tls":"127.0.0.1:42631","proxy":"Some(127.0.0.1:42273)","admin":"None","issuer":"https://localhost"},"target":"certgate"}"#;
+    assert_eq!(listening::parse(&format!("{json}\n")), Some(want));
+    // A line still being written does not count.
+    assert_eq!(listening::parse(json), None);
+    assert_eq!(listening::parse(&text[..text.len() - 30]), None);
 }

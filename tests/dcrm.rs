@@ -1,6 +1,7 @@
 //! Administrative management with `dcrm` tokens (SPEC §4, §6a.6, §6a.7, §6a.19),
 //! initial access tokens for registration (SPEC §3, §6a.8, §6a.21) and the RFC 8414
 //! discovery document (SPEC §2, §6a.13).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 mod common;
 

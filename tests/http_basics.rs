@@ -1,5 +1,6 @@
 //! Routing basics every listener shares: 404, 405, health, metrics placement, discovery
 //! (SPEC §2, §6a.13, §6a.14).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The certificate identity on the TLS listener (SPEC §1, `GET /identity`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 mod common;
 

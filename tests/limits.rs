@@ -2,6 +2,7 @@
 //! and idle connections are closed on every listener and protocol, head and body sizes are
 //! answered (431 / 413) in a way the client can read, each listener has exactly its own
 //! `max_connections`, and HTTP/2 streams are capped.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 mod common;
 

@@ -4,6 +4,7 @@
 //!
 //! Every test starts the real server on loopback and talks real TLS with the dev PKI; time
 //! moves only through the injected clock.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 mod common;
 

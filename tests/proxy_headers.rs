@@ -1,5 +1,6 @@
 //! mutual-tls-by-proxy: the six header formats, malformed values, and the trusted-peer rule
 //! (SPEC §1, §6a.10, §6a.14, §6a.22).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 mod common;
 

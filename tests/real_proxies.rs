@@ -2,13 +2,18 @@
 //! Real nginx and HAProxy in front of the real certgate binary, driven with `curl --cert`
 //! (SPEC §1, §6a.10, §6a.14, §6a.22; docs/deployment.md).
 //!
-//! Each test runs certgate, the proxy and curl as child processes on free loopback ports, in a
-//! temporary directory. The proxies run the configurations shipped in `config/`, with only
-//! their ports and file paths replaced, so those files are what is tested.
+//! Each test runs certgate, the proxy and curl as child processes on loopback, in a temporary
+//! directory. The proxies run the configurations shipped in `config/`, with only their ports
+//! and file paths replaced, so those files are what is tested. certgate listens on port 0 and
+//! the tests read its ports from its log (tests/listening); the proxy's configuration, which
+//! needs certgate's real port as its upstream, is written after that. Only the proxy's own
+//! listening port is picked in advance (it is in certgate's `issuer`, and neither proxy can
+//! report a port it chose): if another process takes it first, the deployment starts again.
 //!
 //! Needs nginx, HAProxy and curl (`sudo apt-get install -y nginx haproxy curl` on Debian or
 //! Ubuntu). Run with `cargo test --features real-proxies --test real_proxies`; a plain
 //! `cargo test` leaves this target out.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 use std::fs;
 use std::io::{Read, Write};
@@ -24,6 +29,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+mod listening;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const CERTGATE: &str = env!("CARGO_BIN_EXE_certgate");
@@ -453,7 +460,7 @@ impl Proxy {
 
 // === a running deployment ===
 
-/// certgate and a proxy in front of it, each on free loopback ports.
+/// certgate and a proxy in front of it, on loopback.
 struct Deployment {
     /// The proxy's TLS listener.
     front_port: u16,
@@ -471,7 +478,7 @@ struct Deployment {
 
 /// Why a start-up attempt failed.
 enum StartError {
-    /// A port picked as free was taken before the process bound it: try other ports.
+    /// The proxy's port, picked as free, was taken before the proxy bound it: try another.
     PortTaken(String),
     Failed(String),
 }
@@ -503,17 +510,18 @@ impl Deployment {
         let dir = tempfile::tempdir().expect("temporary directory");
         // nginx workers drop root privileges and must still reach their temporary files.
         set_mode(dir.path(), 0o755);
-        let [front_port, tls_port, plain_port, admin_port] = free_ports();
+        let front_port = free_port();
 
+        // certgate's own listeners on port 0: their ports come from its log.
         let shipped = read(proxy.certgate_config());
         let toml = replace(
             &shipped,
             &format!("https://localhost:{}", port_of(proxy.shipped_front())),
             &format!("https://localhost:{front_port}"),
         );
-        let toml = replace(&toml, "127.0.0.1:8443", &format!("127.0.0.1:{tls_port}"));
-        let toml = replace(&toml, "127.0.0.1:8080", &format!("127.0.0.1:{plain_port}"));
-        let toml = replace(&toml, "127.0.0.1:9090", &format!("127.0.0.1:{admin_port}"));
+        let toml = replace(&toml, "127.0.0.1:8443", "127.0.0.1:0");
+        let toml = replace(&toml, "127.0.0.1:8080", "127.0.0.1:0");
+        let toml = replace(&toml, "127.0.0.1:9090", "127.0.0.1:0");
         let config = dir.path().join("certgate.toml");
         write(&config, &edit(toml));
 
@@ -523,6 +531,9 @@ impl Deployment {
             .current_dir(ROOT)
             .env("RUST_LOG", "info");
         let mut certgate = Running::spawn("certgate", cmd, dir.path().join("certgate.log"));
+        let bound = certgate.listening()?;
+        let (tls_port, plain_port, admin_port) =
+            (bound.tls_port(), bound.proxy_port(), bound.admin_port());
         certgate.wait_until("certgate", || admin_healthz(admin_port))?;
 
         let mut running = proxy.spawn(dir.path(), front_port, plain_port);
@@ -642,6 +653,24 @@ impl Running {
                 )));
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// For certgate: waits (bounded) for its `certgate listening` line and returns the
+    /// addresses it names.
+    fn listening(&mut self) -> Result<listening::Bound, StartError> {
+        match listening::wait(&mut self.child, &self.log, STARTUP) {
+            listening::Listening::Bound(bound) => Ok(bound),
+            listening::Listening::Exited(status) => Err(StartError::Failed(format!(
+                "{} exited with {status} before listening\n{}",
+                self.name,
+                self.log()
+            ))),
+            listening::Listening::TimedOut => Err(StartError::Failed(format!(
+                "{} logged no \"certgate listening\" line within {STARTUP:?}\n{}",
+                self.name,
+                self.log()
+            ))),
         }
     }
 
@@ -855,13 +884,13 @@ fn port_of(addr: &str) -> &str {
     addr.rsplit_once(':').map_or(addr, |(_, port)| port)
 }
 
-/// Four distinct ports that were free a moment ago (the caller retries if one is taken).
-fn free_ports() -> [u16; 4] {
-    let listeners: Vec<TcpListener> = (0..4)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    let port = |i: usize| listeners[i].local_addr().expect("local address").port();
-    [port(0), port(1), port(2), port(3)]
+/// A port that was free a moment ago, for the proxy's listener (the caller retries if it is
+/// taken before the proxy binds it).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
 }
 
 /// Whether certgate's admin listener answers `GET /healthz` with 200.

@@ -3,6 +3,7 @@
 //! malformed body does (nothing, but a 4xx JSON answer).
 //!
 //! Every test starts the real server on loopback and talks real TLS with the dev PKI.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 mod common;
 

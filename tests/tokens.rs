@@ -2,6 +2,7 @@
 //! RFC 8705 §2), the client_credentials grant, certificate-bound access tokens
 //! (RFC 8705 §3), introspection (RFC 7662) and revocation (RFC 7009). SPEC §5, §6a.2,
 //! §6a.9, §6a.12.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 mod common;
 

@@ -1,0 +1,152 @@
+//! In-process, one thread: what each step of the registration path costs.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use serde_json::{json, Value};
+
+use certgate::clock::SystemClock;
+use certgate::identity::{CertSource, ClientCertificate};
+use certgate::registry::Registry;
+
+use crate::body::registration_body;
+use crate::inprocess::registry_inputs;
+use crate::{Error, MicroOpts};
+
+/// Per-step costs of the registration path, each timed alone on one thread: evidence for
+/// where a request's server time goes (the load workloads only see the sum).
+pub fn micro(opts: &MicroOpts) -> Result<(), Error> {
+    let n = opts.iterations;
+    let (config, cert) = registry_inputs(&opts.config, None)?;
+    let registry = Registry::from_config(&config, Arc::new(SystemClock))?;
+    let tls = certgate::tls::Tls::load(&config.tls)?;
+    let state = tls.current();
+    let verifier = state.chain_verifier.clone();
+    let der = CertificateDer::from_pem_file("certs/client1.pem")?;
+    let body = Value::Object(registration_body()).to_string().into_bytes();
+    let template = registration_body();
+    let resp = registry
+        .register(template.clone(), Some(&cert))
+        .map_err(|e| format!("registration failed: {e:?}"))?;
+    let metadata = resp.metadata.clone();
+    let record = certgate::store::Change::Client {
+        id: resp.client_id.clone(),
+        client: Box::new(certgate::store::StoredClient {
+            issued_at: resp.client_id_issued_at,
+            metadata: metadata.clone(),
+            secret: None,
+            bound: Some(cert.sha256),
+            reg_token: [7u8; 32],
+            reg_token_issued_at: resp.client_id_issued_at,
+            reg_token_revoked: false,
+        }),
+    };
+    let mut encoded = Vec::new();
+    certgate::store::codec::encode(&record, &mut encoded);
+
+    let rows: Vec<(&str, f64)> =
+        vec![
+        (
+            "request body → JSON object (`serde_json::from_slice::<Value>`)",
+            time_per_call(n, || serde_json::from_slice::<Value>(&body)),
+        ),
+        (
+            "`Registry::register`, memory only (metadata parse, DN match, credentials, inserts)",
+            time_per_call(n, || registry.register(template.clone(), Some(&cert)))
+                - time_per_call(n, || template.clone()),
+        ),
+        (
+            "  of which `ClientMetadata::parse` (field checks, URLs, DN syntax)",
+            time_per_call(n, || {
+                certgate::metadata::ClientMetadata::parse(
+                    template.clone(),
+                    &registry.settings().policy,
+                )
+            }) - time_per_call(n, || template.clone()),
+        ),
+        (
+            "  of which `cert_match::satisfies` (declared DN against the certificate)",
+            time_per_call(n, || certgate::cert_match::satisfies(&metadata.rules, &cert)),
+        ),
+        (
+            "201 body encoding (`ClientResponse::to_json`)",
+            time_per_call(n, || resp.to_json()),
+        ),
+        (
+            "one fresh credential: OS random, base64url, SHA-256 (`Fresh::draw` makes two)",
+            time_per_call(
+                n,
+                || certgate::secret::digest(&certgate::secret::generate()),
+            ),
+        ),
+        (
+            "DN comparison (`cert_match::dn_equal`)",
+            time_per_call(n, || {
+                certgate::cert_match::dn_equal("CN=client1,O=certgate dev", &cert.subject)
+            }),
+        ),
+        (
+            "per new certificate: `ClientCertificate::from_chain` (X.509 parse, chain check)",
+            time_per_call(n, || {
+                ClientCertificate::from_chain(
+                    std::slice::from_ref(&der),
+                    verifier.as_ref(),
+                    CertSource::Tls,
+                )
+            }),
+        ),
+        (
+            "  of which chain verification against `tls.client_ca` (webpki)",
+            time_per_call(n, || {
+                verifier.verify_client_cert(&der, &[], rustls::pki_types::UnixTime::now())
+            }),
+        ),
+        (
+            "per TLS connection with a returning certificate (`TlsState::identify`, cached)",
+            time_per_call(n, || state.identify(std::slice::from_ref(&der), CertSource::Tls)),
+        ),
+        (
+            "client record → bytes (a journal or snapshot record, `store::codec`)",
+            time_per_call(n, || {
+                let mut out = Vec::with_capacity(1024);
+                certgate::store::codec::encode(&record, &mut out);
+                out
+            }),
+        ),
+        (
+            "bytes → client record (restoring one snapshot record)",
+            time_per_call(n, || certgate::store::codec::decode(&encoded)),
+        ),
+    ];
+    std::mem::forget(registry);
+    if opts.json {
+        let rows: Vec<Value> = rows
+            .iter()
+            .map(|(what, us)| json!({"what": what, "us": us}))
+            .collect();
+        println!(
+            "{}",
+            json!({"workload": "micro", "iterations": n, "rows": rows})
+        );
+    } else {
+        println!("micro: {n} iterations per step, one thread");
+        for (what, us) in rows {
+            println!("  {us:8.2} µs  {what}");
+        }
+    }
+    Ok(())
+}
+
+/// Mean wall time of one call of `f`, in microseconds, after a short warm-up.
+pub fn time_per_call<T>(n: u32, mut f: impl FnMut() -> T) -> f64 {
+    for _ in 0..n / 10 {
+        std::hint::black_box(f());
+    }
+    let started = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(f());
+    }
+    started.elapsed().as_secs_f64() * 1e6 / f64::from(n.max(1))
+}
