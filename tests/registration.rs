@@ -309,6 +309,77 @@ async fn rfc7591_2_redirect_uri_with_fragment_is_invalid_redirect_uri() {
 }
 
 #[tokio::test]
+async fn redirect_uris_with_whitespace_controls_nul_or_dangerous_schemes_are_invalid_redirect_uri()
+{
+    let s = Server::start(OPEN).await;
+    for uri in [
+        "https://app.example/cb\r\nSet-Cookie: x=1",
+        "https://app.example/c\nb",
+        "https://app.example/cb\u{0}",
+        " https://app.example/cb",
+        "https://app.example/cb ",
+        "https://app.example/c b",
+        "https://app.exаmple/cb", // Cyrillic а
+        "https://app.example/%zz",
+        "file:///etc/passwd",
+        "javascript:alert(1)//",
+        "JavaScript://app.example/%0Aalert(1)",
+        "data:text/html,hi",
+        "vbscript:msgbox",
+    ] {
+        let r = post(&s, None, &json!({"redirect_uris": [uri]})).await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "invalid_redirect_uri");
+        assert!(!r.body.is_empty(), "{uri:?}");
+    }
+    // Native apps' private-use schemes and loopback redirects stay fine.
+    for uri in [
+        "com.example.app:/oauth2redirect",
+        "http://127.0.0.1:51004/cb",
+        "https://app.example/cb?x=%2F",
+    ] {
+        created(&post(&s, None, &json!({"redirect_uris": [uri]})).await);
+    }
+    assert_eq!(client_count(&s).await, 3);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn jwks_with_private_or_symmetric_keys_or_foreign_x5c_is_invalid_client_metadata() {
+    let s = Server::start(OPEN).await;
+    let mut private = jwk("client1");
+    private["d"] = json!("c2VjcmV0");
+    let mut mismatched = jwk("client1");
+    mismatched["x5c"] = json!([x5c("client2")]);
+    let mut garbage = jwk("client1");
+    garbage["x5c"] = json!(["bm90IGEgY2VydGlmaWNhdGU="]);
+    let mut not_base64 = jwk("client1");
+    not_base64["x5c"] = json!(["***"]);
+    for key in [
+        private,
+        json!({"kty": "oct", "k": "c2VjcmV0c2VjcmV0"}),
+        json!({"kty": "oct"}),
+        mismatched,
+        garbage,
+        not_base64,
+        json!({"kty": "EC", "crv": "P-256", "x5c": [x5c("client1")]}),
+    ] {
+        let body = json!({
+            "token_endpoint_auth_method": "self_signed_tls_client_auth",
+            "jwks": {"keys": [key]},
+        });
+        let r = post(&s, None, &body).await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "invalid_client_metadata");
+    }
+    // A chain in x5c: the first certificate holds the key, the others certify it.
+    let mut chain = jwk("client1");
+    chain["x5c"] = json!([x5c("client1"), x5c("ca")]);
+    let body = json!({"token_endpoint_auth_method": "self_signed_tls_client_auth",
+                      "jwks": {"keys": [chain]}});
+    created(&post(&s, Some("client1"), &body).await);
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn spec_6a_1_neither_type_given_defaults_to_authorization_code_and_code() {
     let s = Server::start(OPEN).await;
     let reg = created(&post(&s, None, &json!({"client_name": "x"})).await);
