@@ -148,10 +148,16 @@ impl ClientCertificate {
 /// Bounded in bytes, not only entries (SPEC §8): one key can sign any number of fresh
 /// self-signed certificates of up to ~60 KiB each. When the budget is spent the cache
 /// starts over, which costs returning clients one verification each.
-#[derive(Default)]
 pub struct IdentityCache {
     entries: DashMap<[u8; 32], (Arc<ClientCertificate>, i64)>,
     bytes: std::sync::atomic::AtomicUsize,
+    budget: usize,
+}
+
+impl Default for IdentityCache {
+    fn default() -> Self {
+        Self::with_budget(CACHE_BYTES)
+    }
 }
 
 /// Bytes of certificates the cache may hold before it starts over.
@@ -164,6 +170,20 @@ const CACHE_CAPACITY: usize = 50_000;
 const CACHE_TTL: i64 = 300;
 
 impl IdentityCache {
+    /// A cache holding at most `budget` bytes of identities.
+    pub fn with_budget(budget: usize) -> Self {
+        Self {
+            entries: DashMap::default(),
+            bytes: std::sync::atomic::AtomicUsize::new(0),
+            budget,
+        }
+    }
+
+    /// Bytes of identities held now.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// `ClientCertificate::from_chain`, remembered per exact chain and source.
     pub fn identify(
         &self,
@@ -188,7 +208,7 @@ impl IdentityCache {
         let identity = ClientCertificate::from_chain(chain, verifier, source)?;
         let size = identity.weight();
         let used = self.bytes.fetch_add(size, Ordering::Relaxed) + size;
-        if used > CACHE_BYTES || self.entries.len() >= CACHE_CAPACITY {
+        if used > self.budget || self.entries.len() >= CACHE_CAPACITY {
             self.entries.clear();
             self.bytes.store(size, Ordering::Relaxed);
         }
@@ -292,6 +312,40 @@ fn escape_value(value: &str, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_identity_cache_stays_within_its_byte_budget() {
+        use rustls::pki_types::pem::PemObject as _;
+        let pem = |name: &str| CertificateDer::from_pem_file(format!("certs/{name}.pem")).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(pem("ca")).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+        let names = ["client1", "client2", "admin", "selfsigned", "untrusted"];
+        let one =
+            ClientCertificate::from_chain(&[pem("client1")], verifier.as_ref(), CertSource::Tls)
+                .unwrap()
+                .weight();
+        let cache = IdentityCache::with_budget(2 * one + one / 2);
+        for round in 0..3 {
+            for name in names {
+                for source in [CertSource::Tls, CertSource::Proxy] {
+                    let id = cache
+                        .identify(&[pem(name)], verifier.as_ref(), source)
+                        .unwrap();
+                    assert_eq!(id.thumbprint, thumbprint(pem(name).as_ref()));
+                    assert!(
+                        cache.bytes() <= 2 * one + one / 2,
+                        "round {round}: {} bytes cached",
+                        cache.bytes()
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn thumbprint_is_base64url_sha256_without_padding() {

@@ -358,6 +358,18 @@ fn curl_with_client_certificate_sees_the_thumbprint_openssl_computes() {
 }
 
 #[test]
+fn text_logs_to_a_file_carry_no_colour_codes() {
+    let server = Running::start(&[]);
+    curl_identity(&server);
+    let log = server.log_text();
+    assert!(log.contains("/identity"), "no access-log line:\n{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escape codes in a log file:\n{log}"
+    );
+}
+
+#[test]
 fn json_access_log_line_names_method_path_status_and_thumbprint() {
     let server = Running::start(&["--log-format", "json"]);
     curl_identity(&server);
