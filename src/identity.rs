@@ -46,7 +46,7 @@ pub struct ClientCertificate {
     pub sha256: [u8; 32],
     /// Subject DN in RFC 4514 string form.
     pub subject: String,
-    /// The subject in `cert_match::canonical_dn` form, for DN comparisons by `==`.
+    /// The subject in `dn::canonical_dn` form, for DN comparisons by `==`.
     pub subject_canonical: String,
     /// Subject alternative names.
     pub san: SubjectAltNames,
@@ -98,7 +98,7 @@ impl ClientCertificate {
             .verify_client_cert(leaf, intermediates, UnixTime::now())
             .is_ok();
         let sha256: [u8; 32] = Sha256::digest(leaf.as_ref()).into();
-        let subject_canonical = crate::cert_match::canonical_dn(&subject).unwrap_or_default();
+        let subject_canonical = crate::dn::canonical_dn(&subject).unwrap_or_default();
         Ok(Arc::new(Self {
             der: leaf.clone().into_owned(),
             subject_canonical,

@@ -8,7 +8,24 @@
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use serde_json::{Map, Value};
+use sha2::{Digest as _, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// SHA-256 of every `x5c` leaf in a JWK Set.
+pub fn jwks_thumbprints(
+    jwks: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> impl Iterator<Item = [u8; 32]> + '_ {
+    jwks.into_iter()
+        .flat_map(|jwks| {
+            jwks.get("keys")
+                .and_then(|k| k.as_array())
+                .into_iter()
+                .flatten()
+        })
+        .filter_map(|key| key.get("x5c")?.as_array()?.first()?.as_str())
+        .filter_map(|b64| STANDARD.decode(b64).ok())
+        .map(|der| Sha256::digest(der).into())
+}
 
 /// Members that only private or symmetric keys have (RFC 7518 §6.2.2, §6.3.2, §6.4.1).
 const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];

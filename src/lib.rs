@@ -6,6 +6,7 @@
 //! - `server`       — listeners, accept loops, limits, graceful shutdown, SIGHUP reload
 //! - `tls`          — rustls server config and the client-certificate verifier
 //! - `identity`     — `ClientCertificate`: thumbprint, subject DN, SANs, chain status
+//! - `dn`           — distinguished names: RFC 4514 parsing and canonical comparison
 //! - `proxy_header` — the six proxy header formats → certificate chain
 //! - `http`         — routing, decoding, the one error → (status, RFC code) mapping
 //! - `metadata`     — RFC 7591 / RFC 8705 client metadata parsed into valid types
@@ -20,6 +21,7 @@
 pub mod cert_match;
 pub mod clock;
 pub mod config;
+pub mod dn;
 pub mod http;
 pub mod identity;
 pub mod jwk;

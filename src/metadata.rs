@@ -7,7 +7,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::cert_match;
 
 /// The RFC 7591 §3.2.2 error a metadata problem maps to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,7 +224,7 @@ pub struct ClientRules {
 /// The declared certificate subject or SAN of a `tls_client_auth` client (RFC 8705 §2.1.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubjectRule {
-    /// Canonical form (`cert_match::canonical_dn`).
+    /// Canonical form (`dn::canonical_dn`).
     Dn(Box<str>),
     Dns(Box<str>),
     Uri(Box<str>),
@@ -422,7 +421,7 @@ impl ClientMetadata {
                 }
             }
             AuthMethod::SelfSignedTlsClientAuth => {
-                let has_x5c = cert_match::jwks_thumbprints(self.jwks.as_ref())
+                let has_x5c = crate::jwk::jwks_thumbprints(self.jwks.as_ref())
                     .next()
                     .is_some();
                 if !has_x5c && self.jwks_uri.is_none() {
@@ -452,7 +451,7 @@ impl ClientMetadata {
     /// profiles.
     pub fn rules(&self) -> Result<ClientRules, MetadataError> {
         let subject = if let Some(dn) = &self.tls_client_auth_subject_dn {
-            let canonical = cert_match::canonical_dn(dn).ok_or_else(|| {
+            let canonical = crate::dn::canonical_dn(dn).ok_or_else(|| {
                 invalid(format!(
                     "tls_client_auth_subject_dn {dn:?} is not an RFC 4514 distinguished name"
                 ))
@@ -469,7 +468,7 @@ impl ClientMetadata {
                 .as_ref()
                 .map(|v| SubjectRule::Email(v.as_str().into()))
         };
-        let mut x5c: Vec<[u8; 32]> = cert_match::jwks_thumbprints(self.jwks.as_ref()).collect();
+        let mut x5c: Vec<[u8; 32]> = crate::jwk::jwks_thumbprints(self.jwks.as_ref()).collect();
         x5c.sort_unstable();
         x5c.dedup();
         Ok(ClientRules {
