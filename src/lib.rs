@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! - `app`          — the composition root: config, registry, TLS, metrics of a running node
 //! - `config`       — TOML → typed, validated [`Config`] (SPEC §6)
 //! - `server`       — listeners, accept loops, limits, graceful shutdown, SIGHUP reload
 //! - `tls`          — rustls server config and the client-certificate verifier
@@ -12,12 +13,14 @@
 //! - `metadata`     — RFC 7591 / RFC 8705 client metadata parsed into valid types
 //! - `jwk`          — registered JWKs: public keys only, `x5c` certificates of that key
 //! - `cert_match`   — does a certificate satisfy declared subject DN / SAN / jwks
+//! - `model`        — the records every backend keeps (clients, access tokens)
 //! - `registry`     — the domain: registration, binding, rotation (`registry::management`)
-//! - `store`        — durability: journal with group commit, snapshots, recovery
+//! - `store`        — commits decided records: memory (journal, snapshots) or PostgreSQL
 //! - `secret`       — random credentials and their digests
 //! - `clock`        — injectable time
 //! - `metrics`      — Prometheus counters for the admin listener
 
+pub mod app;
 pub mod cert_match;
 pub mod clock;
 pub mod config;
@@ -27,6 +30,7 @@ pub mod identity;
 pub mod jwk;
 pub mod metadata;
 pub mod metrics;
+pub mod model;
 pub mod proxy_header;
 pub mod registry;
 pub mod secret;
@@ -37,8 +41,8 @@ pub mod tls;
 use std::future::Future;
 use std::sync::Arc;
 
+pub use app::App;
 pub use config::Config;
-pub use http::App;
 pub use server::Listeners;
 
 /// Every check start-up makes of a configuration beyond parsing it (TLS files, static
@@ -57,6 +61,34 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let app = Arc::new(App::start(config, clock)?);
-    server::serve(app, listeners, shutdown).await;
+    serve(app, listeners, shutdown).await
+}
+
+/// Serves `app` until `shutdown` resolves — or until its store fails for good: then the node
+/// stops acknowledging, finishes what is in flight, and returns an error so the process
+/// exits non-zero and a supervisor restarts it on what the disk holds (SPEC §7).
+pub async fn serve(
+    app: Arc<App>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let stop = async {
+        tokio::select! {
+            () = shutdown => {}
+            () = app.registry.store().fatal() => {
+                failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                tracing::error!("storage failed: no change is acknowledged any more; stopping");
+            }
+        }
+    };
+    server::serve(app.clone(), listeners, stop).await;
+    if failed.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(app
+            .registry
+            .unavailable()
+            .unwrap_or_else(|| "storage failed".into())
+            .into());
+    }
     Ok(())
 }

@@ -7,7 +7,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-
 /// The RFC 7591 §3.2.2 error a metadata problem maps to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetadataError {

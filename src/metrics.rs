@@ -7,8 +7,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::http::App;
-
 /// HTTP status label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabel {
@@ -101,9 +99,11 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition format.
-    pub fn encode(&self, app: &App) -> String {
-        self.clients.set(app.registry.len() as i64);
+    /// The text exposition format; `clients` is the registry's size when it could be read.
+    pub fn encode(&self, clients: Option<u64>) -> String {
+        if let Some(n) = clients {
+            self.clients.set(n as i64);
+        }
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);

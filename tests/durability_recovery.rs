@@ -261,7 +261,7 @@ fn corrupt_snapshot_refuses_to_start_naming_file_and_offset() {
 /// A missing data directory is created; an empty journal, an empty newer journal (a crash
 /// right after a snapshot opened it) and a leftover temporary snapshot are all fine.
 #[test]
-fn missing_data_dir_empty_journals_and_leftover_temp_files_start_fine() {
+fn missing_data_dir_an_earlier_releases_empty_journal_and_leftover_temp_files_start_fine() {
     let tmp = tempfile::tempdir().unwrap();
 
     // Missing (nested) directory.
@@ -284,9 +284,27 @@ fn missing_data_dir_empty_journals_and_leftover_temp_files_start_fine() {
     let mut b = register_one(&mut g.api(None));
     g.kill9();
 
-    // An empty journal of the next generation after one with records.
-    let newest = journals(&dir).len();
-    fs::write(dir.join(format!("journal-{newest:020}.log")), b"").unwrap();
+    // An empty journal of the next generation after one with records: an earlier release
+    // left such files, this one never does (journals are created with their header), so in
+    // a directory it has written this is damage, and the start is refused.
+    let newest = journals(&dir)
+        .iter()
+        .filter_map(|p| {
+            p.file_stem()?
+                .to_str()?
+                .strip_prefix("journal-")?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .unwrap()
+        + 1;
+    let emptied = dir.join(format!("journal-{newest:020}.log"));
+    fs::write(&emptied, b"").unwrap();
+    let (status, log) = Gateway::refuse(&setup);
+    assert!(!status.success(), "exit status {status}");
+    assert!(log.contains(&format!("journal-{newest:020}.log")), "{log}");
+    fs::remove_file(&emptied).unwrap();
     let mut g = Gateway::start(&setup);
     let mut api = g.api(None);
     assert_current(&mut api, &mut b, &g);

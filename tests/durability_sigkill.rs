@@ -806,10 +806,27 @@ fn snapshot_race_trial(made: Made, time: Duration) -> (usize, Vec<String>, usize
     let clock: Arc<dyn certgate::clock::Clock> = Arc::new(certgate::clock::SystemClock);
     let registry = Arc::new(Registry::from_config(&config, clock.clone()).unwrap());
     let body = registration_body().as_object().unwrap().clone();
+    // Each thread drives the registry's futures on a runtime of its own.
+    let block_on = |f: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    };
     // Token makers' clients, registered (and snapshotted) before the race.
     let owners: Vec<ClientCredentials> = (0..8)
         .map(|_| {
-            let r = registry.register(body.clone(), None).expect("register");
+            let mut r = None;
+            block_on(Box::pin(async {
+                r = Some(
+                    registry
+                        .register(body.clone(), None, None)
+                        .await
+                        .expect("register"),
+                );
+            }));
+            let r = r.unwrap();
             ClientCredentials {
                 basic: Some((r.client_id, r.client_secret.expect("a secret client"))),
                 ..Default::default()
@@ -836,48 +853,56 @@ fn snapshot_race_trial(made: Made, time: Duration) -> (usize, Vec<String>, usize
         .map(|owner| {
             let (registry, body) = (registry.clone(), body.clone());
             std::thread::spawn(move || {
-                let client = registry
-                    .authenticate_client(&owner, None)
-                    .expect("authenticate");
-                let mut made_ = Vec::new();
-                while Instant::now() < until {
-                    made_.push(match made {
-                        Made::Registrations => {
-                            registry
-                                .register(body.clone(), None)
-                                .expect("register")
-                                .client_id
-                        }
-                        Made::AccessTokens => {
-                            registry
-                                .issue_token(&client, Some("client_credentials"), None, None)
-                                .expect("token")
-                                .access_token
-                        }
-                    });
-                }
-                made_
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let client = registry
+                        .authenticate_client(&owner, None)
+                        .await
+                        .expect("authenticate");
+                    let mut made_ = Vec::new();
+                    while Instant::now() < until {
+                        // Each call returns once its change is durable, as a handler does.
+                        made_.push(match made {
+                            Made::Registrations => {
+                                registry
+                                    .register(body.clone(), None, None)
+                                    .await
+                                    .expect("register")
+                                    .client_id
+                            }
+                            Made::AccessTokens => {
+                                registry
+                                    .issue_token(&client, Some("client_credentials"), None, None)
+                                    .await
+                                    .expect("token")
+                                    .access_token
+                            }
+                        });
+                    }
+                    made_
+                })
             })
         })
         .collect();
     let all: Vec<String> = makers.into_iter().flat_map(|h| h.join().unwrap()).collect();
     stop.store(true, Ordering::SeqCst);
     let snapshots = snapshotter.join().unwrap();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(registry.sync_since(0))
-        .expect("journal sync");
 
     let restored = Registry::from_config(&config, clock).unwrap();
-    let lost = all
-        .iter()
-        .filter(|x| match made {
-            Made::Registrations => !restored.contains(x),
-            Made::AccessTokens => restored.access_token(x, None).is_err(),
-        })
-        .cloned()
-        .collect();
+    let mut lost = Vec::new();
+    block_on(Box::pin(async {
+        for x in &all {
+            let found = match made {
+                Made::Registrations => restored.store().client(x).await.unwrap().is_some(),
+                Made::AccessTokens => restored.access_token(x, None).await.is_ok(),
+            };
+            if !found {
+                lost.push(x.clone());
+            }
+        }
+    }));
     (all.len(), lost, snapshots)
 }

@@ -16,7 +16,7 @@ use crate::{Error, StoreOpts};
 pub fn memory(opts: &StoreOpts) -> Result<(), Error> {
     use std::mem::size_of;
     let (config, cert) = registry_inputs(&opts.config, None)?;
-    let registry = Registry::from_config(&config, Arc::new(SystemClock))?;
+    let registry = Arc::new(Registry::from_config(&config, Arc::new(SystemClock))?);
     let before = rss_kib()?;
     let heap = HeapCount::start();
     let profile = SelfProfile::start(opts.perf.as_deref(), "register");
@@ -37,9 +37,9 @@ pub fn memory(opts: &StoreOpts) -> Result<(), Error> {
         "heap_bytes_per_client": heap_bytes as f64 / n,
         "allocations_per_client": allocations as f64 / n,
         "size_of": {
-            "registry::Client": size_of::<certgate::registry::Client>(),
+            "model::ClientRecord": size_of::<certgate::model::ClientRecord>(),
             "metadata::ClientMetadata": size_of::<certgate::metadata::ClientMetadata>(),
-            "registry::TokenRecord": size_of::<certgate::registry::TokenRecord>(),
+            "model::AccessToken": size_of::<certgate::model::AccessToken>(),
         },
         "register_s": secs,
         "registrations_per_s": n / secs,

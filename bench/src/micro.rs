@@ -12,7 +12,7 @@ use certgate::identity::{CertSource, ClientCertificate};
 use certgate::registry::Registry;
 
 use crate::body::registration_body;
-use crate::inprocess::registry_inputs;
+use crate::inprocess::{block_on, registry_inputs};
 use crate::{Error, MicroOpts};
 
 /// Per-step costs of the registration path, each timed alone on one thread: evidence for
@@ -27,22 +27,23 @@ pub fn micro(opts: &MicroOpts) -> Result<(), Error> {
     let der = CertificateDer::from_pem_file("certs/client1.pem")?;
     let body = Value::Object(registration_body()).to_string().into_bytes();
     let template = registration_body();
-    let resp = registry
-        .register(template.clone(), Some(&cert))
+    let resp = block_on(registry.register(template.clone(), Some(&cert), None))
         .map_err(|e| format!("registration failed: {e:?}"))?;
     let metadata = resp.metadata.clone();
-    let record = certgate::store::Change::Client {
-        id: resp.client_id.clone(),
-        client: Box::new(certgate::store::StoredClient {
+    let record = certgate::store::Change::Client(Box::new(certgate::model::ClientRecord {
+        client_id: resp.client_id.clone(),
+        version: 0,
+        issued_at: resp.client_id_issued_at,
+        metadata: metadata.clone(),
+        secret: None,
+        bound: Some(cert.sha256),
+        reg_token: certgate::model::RegToken {
+            digest: [7u8; 32],
             issued_at: resp.client_id_issued_at,
-            metadata: metadata.clone(),
-            secret: None,
-            bound: Some(cert.sha256),
-            reg_token: [7u8; 32],
-            reg_token_issued_at: resp.client_id_issued_at,
-            reg_token_revoked: false,
-        }),
-    };
+            revoked: false,
+        },
+        grace: None,
+    }));
     let mut encoded = Vec::new();
     certgate::store::codec::encode(&record, &mut encoded);
 
@@ -54,7 +55,7 @@ pub fn micro(opts: &MicroOpts) -> Result<(), Error> {
         ),
         (
             "`Registry::register`, memory only (metadata parse, DN match, credentials, inserts)",
-            time_per_call(n, || registry.register(template.clone(), Some(&cert)))
+            time_per_call(n, || block_on(registry.register(template.clone(), Some(&cert), None)))
                 - time_per_call(n, || template.clone()),
         ),
         (
@@ -82,9 +83,9 @@ pub fn micro(opts: &MicroOpts) -> Result<(), Error> {
             ),
         ),
         (
-            "DN comparison (`cert_match::dn_equal`)",
+            "DN comparison (`dn::dn_equal`)",
             time_per_call(n, || {
-                certgate::cert_match::dn_equal("CN=client1,O=certgate dev", &cert.subject)
+                certgate::dn::dn_equal("CN=client1,O=certgate dev", &cert.subject)
             }),
         ),
         (

@@ -136,6 +136,11 @@ impl From<registry::Error> for ApiError {
             E::UnauthorizedClient(d) => {
                 Self::new(StatusCode::BAD_REQUEST, "unauthorized_client", d)
             }
+            E::Unavailable(d) => {
+                // The details (a file, a database error) are for the operator's log.
+                tracing::error!(error = %d, "storage unavailable");
+                Self::unavailable("the registry cannot be reached or changed right now")
+            }
         }
     }
 }

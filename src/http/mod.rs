@@ -3,6 +3,8 @@
 
 mod discovery;
 pub mod error;
+
+pub use discovery::document as discovery_document;
 mod register;
 mod token;
 
@@ -17,28 +19,14 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde::Serialize;
 
+use crate::app::App;
 use crate::config::Config;
 use crate::identity::{CertSource, ClientCertificate};
-use crate::metrics::Metrics;
 use crate::proxy_header;
-use crate::registry::Registry;
-use crate::tls::Tls;
 use error::ApiError;
 
 /// Every response body is one buffer.
 pub type Body = Full<Bytes>;
-
-/// Shared state of a running gateway.
-pub struct App {
-    pub config: Config,
-    pub registry: Registry,
-    pub tls: Tls,
-    pub metrics: Metrics,
-    proxy_header: http::HeaderName,
-    discovery: Bytes,
-    /// Set when shutdown begins: `/healthz` says so.
-    draining: std::sync::atomic::AtomicBool,
-}
 
 /// Which listener a connection arrived on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,53 +68,6 @@ pub struct Ctx<'a> {
     cert: Option<Option<Arc<ClientCertificate>>>,
 }
 
-// === impl App ===
-
-impl App {
-    /// Builds the application state from a validated config.
-    pub fn new(
-        config: Config,
-        tls: Tls,
-        clock: Arc<dyn crate::clock::Clock>,
-    ) -> Result<Self, String> {
-        let registry = Registry::from_config(&config, clock)?;
-        let proxy_header = config.proxy.header_name();
-        let discovery = Bytes::from(discovery::document(&config));
-        Ok(Self {
-            config,
-            registry,
-            tls,
-            metrics: Metrics::new(),
-            proxy_header,
-            discovery,
-            draining: std::sync::atomic::AtomicBool::new(false),
-        })
-    }
-
-    /// Loads the TLS files and the stored registry: everything but the sockets.
-    pub fn start(
-        config: Config,
-        clock: Arc<dyn crate::clock::Clock>,
-    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        let tls = Tls::load(&config.tls)?;
-        Ok(Self::new(config, tls, clock)?)
-    }
-
-    /// Shutdown has begun: the node no longer counts as ready.
-    pub fn begin_draining(&self) {
-        self.draining
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Why the node cannot serve, if it cannot (SPEC §2 `/healthz`).
-    pub fn unavailable(&self) -> Option<String> {
-        if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
-            return Some("draining: the node is shutting down".into());
-        }
-        self.registry.unavailable()
-    }
-}
-
 /// Serves one request; never fails (errors become JSON responses).
 pub async fn handle(
     app: Arc<App>,
@@ -142,17 +83,12 @@ pub async fn handle(
         cert: None,
     };
     let path = req.uri().path().to_owned();
-    let seq = app.registry.journal_seq();
     let answer = match check_head(&app.config, &req) {
         Ok(()) => route(&mut ctx, &path, req).await,
         Err(e) => Err(e),
     };
-    let mut resp = answer.unwrap_or_else(ApiError::into_response);
-    // Nothing is acknowledged before it is durable (SPEC §7).
-    if let Err(e) = app.registry.sync_since(seq).await {
-        tracing::error!(error = %e, "storage failure");
-        resp = ApiError::unavailable("the change could not be made durable").into_response();
-    }
+    // Nothing is acknowledged before it is durable: every commit returns only then.
+    let resp = answer.unwrap_or_else(ApiError::into_response);
     app.metrics.observe(resp.status());
     let thumbprint = match &ctx.cert {
         Some(Some(c)) => c.thumbprint.as_str(),
@@ -214,17 +150,20 @@ async fn route(
     if ctx.conn.listener == Listener::Admin {
         return match path {
             "/healthz" => {
-                only(method, &[Method::GET, Method::HEAD], "GET, HEAD").map(|_| healthz(ctx))
+                only(method, &[Method::GET, Method::HEAD], "GET, HEAD")?;
+                Ok(healthz(ctx).await)
             }
-            "/metrics" => only(method, &[Method::GET, Method::HEAD], "GET, HEAD").map(|_| {
+            "/metrics" => {
+                only(method, &[Method::GET, Method::HEAD], "GET, HEAD")?;
+                let clients = ctx.app.registry.store().client_count().await.ok();
                 let mut resp =
-                    Response::new(Full::new(Bytes::from(ctx.app.metrics.encode(ctx.app))));
+                    Response::new(Full::new(Bytes::from(ctx.app.metrics.encode(clients))));
                 resp.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
                 );
-                resp
-            }),
+                Ok(resp)
+            }
             _ => Err(ApiError::not_found()),
         };
     }
@@ -259,7 +198,7 @@ async fn route(
         }
         "/healthz" => {
             only(method, &[Method::GET, Method::HEAD], "GET, HEAD")?;
-            Ok(healthz(ctx))
+            Ok(healthz(ctx).await)
         }
         _ => {
             if let Some(client_id) = path.strip_prefix("/register/") {
@@ -318,16 +257,23 @@ fn only(method: &Method, allowed: &[Method], allow: &'static str) -> Result<(), 
     }
 }
 
-fn healthz(ctx: &Ctx<'_>) -> Response<Body> {
-    match ctx.app.unavailable() {
-        None => {
-            let body = serde_json::json!({
-                "status": "ok",
-                "clients": ctx.app.registry.len(),
-            });
+async fn healthz(ctx: &Ctx<'_>) -> Response<Body> {
+    let reason = match ctx.app.unavailable() {
+        Some(reason) => Err(reason),
+        None => ctx
+            .app
+            .registry
+            .store()
+            .client_count()
+            .await
+            .map_err(|e| e.to_string()),
+    };
+    match reason {
+        Ok(clients) => {
+            let body = serde_json::json!({ "status": "ok", "clients": clients });
             json_response(StatusCode::OK, &body, false)
         }
-        Some(reason) => {
+        Err(reason) => {
             let body = serde_json::json!({ "status": "unavailable", "reason": reason });
             json_response(StatusCode::SERVICE_UNAVAILABLE, &body, false)
         }

@@ -7,7 +7,7 @@ use hyper::body::Incoming;
 use super::error::ApiError;
 use super::{bearer, json_object, raw_json, Body, Ctx};
 use crate::config::RegistrationAuth;
-use crate::registry::{ManageOp, Outcome};
+use crate::registry::{ManageOp, Outcome, TokenKind};
 use crate::secret;
 
 /// `POST /register`.
@@ -23,26 +23,21 @@ pub async fn register(
         .contains(&RegistrationAuth::InitialAccessToken);
     let initial = match bearer(req.headers())? {
         Some(token) if accepts_token => {
-            Some(registry.begin_initial_access(token, cert.as_deref())?)
+            Some(registry.initial_access(token, cert.as_deref()).await?)
         }
         _ => None,
     };
-    let result = async {
-        registry.authorize_registration(cert.as_deref(), initial.is_some())?;
-        let body = json_object(
-            req,
-            ctx.app.config.registration.max_body_bytes,
-            ctx.app.config.limits.request_timeout,
-        )
+    registry.authorize_registration(cert.as_deref(), initial.is_some())?;
+    let body = json_object(
+        req,
+        ctx.app.config.registration.max_body_bytes,
+        ctx.app.config.limits.request_timeout,
+    )
+    .await?;
+    // The initial access token's use is spent with the registration, in one commit.
+    let resp = registry
+        .register(body, cert.as_deref(), initial.and_then(|i| i.consumes))
         .await?;
-        Ok::<_, ApiError>(registry.register(body, cert.as_deref())?)
-    }
-    .await;
-    // On an error (or if this future is dropped) `initial` gives its use back.
-    let resp = result?;
-    if let Some(used) = initial {
-        used.commit();
-    }
     ctx.app.metrics.registrations.inc();
     ctx.client_id = Some(resp.client_id.clone());
     Ok(raw_json(StatusCode::CREATED, resp.to_json().into(), true))
@@ -66,17 +61,7 @@ pub async fn manage(
     // settled before the body is read: a caller without a usable token learns nothing
     // about how its body would fare.
     let registry = &ctx.app.registry;
-    let self_managed = registry.is_registration_token(&token);
-    if !self_managed {
-        let access = registry.access_token(&token, cert.as_deref())?;
-        let scope = &registry.settings().dcrm_scope;
-        if !access.has_scope(scope) {
-            return Err(crate::registry::Error::InsufficientScope(format!(
-                "managing clients needs a registration access token or scope {scope:?}"
-            ))
-            .into());
-        }
-    }
+    let kind = registry.token_kind(&token, cert.as_deref()).await?;
     let op = match *req.method() {
         Method::GET => ManageOp::Read,
         Method::PUT => ManageOp::Update(
@@ -90,10 +75,13 @@ pub async fn manage(
         _ => ManageOp::Delete,
     };
     let rotates = !matches!(op, ManageOp::Delete);
-    let outcome = if self_managed {
-        registry.manage_self(client_id, &token, cert.as_deref(), op)?
-    } else {
-        registry.manage_admin(client_id, op)?
+    let outcome = match kind {
+        TokenKind::Registration(rec) => {
+            registry
+                .manage_self(client_id, &token, cert.as_deref(), op, Some(rec))
+                .await?
+        }
+        TokenKind::Admin => registry.manage_admin(client_id, op).await?,
     };
     Ok(respond(ctx, outcome, rotates))
 }

@@ -17,12 +17,16 @@ const MAX_FORM_BYTES: usize = 16 * 1024;
 /// `POST /token` (client_credentials).
 pub async fn token(ctx: &mut Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let (client, form, cert) = authenticate(ctx, req).await?;
-    let grant = ctx.app.registry.issue_token(
-        &client,
-        form.get("grant_type").map(String::as_str),
-        form.get("scope").map(String::as_str),
-        cert.as_deref(),
-    )?;
+    let grant = ctx
+        .app
+        .registry
+        .issue_token(
+            &client,
+            form.get("grant_type").map(String::as_str),
+            form.get("scope").map(String::as_str),
+            cert.as_deref(),
+        )
+        .await?;
     Ok(json_response(StatusCode::OK, &grant, true))
 }
 
@@ -35,7 +39,7 @@ pub async fn introspect(
     let token = form
         .get("token")
         .ok_or_else(|| ApiError::invalid_request("the token parameter is required"))?;
-    let body = ctx.app.registry.introspect(&client, token);
+    let body = ctx.app.registry.introspect(&client, token).await?;
     Ok(json_response(StatusCode::OK, &body, true))
 }
 
@@ -45,7 +49,7 @@ pub async fn revoke(ctx: &mut Ctx<'_>, req: Request<Incoming>) -> Result<Respons
     let token = form
         .get("token")
         .ok_or_else(|| ApiError::invalid_request("the token parameter is required"))?;
-    ctx.app.registry.revoke(&client, token)?;
+    ctx.app.registry.revoke(&client, token).await?;
     Ok(json_response(StatusCode::OK, &serde_json::json!({}), true))
 }
 
@@ -66,7 +70,9 @@ async fn authenticate(
             basic: Some(basic.clone()),
             ..ClientCredentials::default()
         };
-        registry.authenticate_client(&early, cert.as_deref())?;
+        registry
+            .authenticate_client(&early, cert.as_deref())
+            .await?;
     }
     let form = form(req, ctx.app.config.limits.request_timeout).await?;
     let creds = ClientCredentials {
@@ -75,7 +81,9 @@ async fn authenticate(
         client_secret: form.get("client_secret").cloned(),
     };
     // Again with the body: it must not contradict the header (RFC 6749 §2.3).
-    let client = registry.authenticate_client(&creds, cert.as_deref())?;
+    let client = registry
+        .authenticate_client(&creds, cert.as_deref())
+        .await?;
     ctx.client_id = Some(client.client_id.clone());
     Ok((client, form, cert))
 }

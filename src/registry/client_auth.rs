@@ -102,7 +102,7 @@ pub(super) fn static_client(c: &config::StaticClient) -> Result<StaticClient, St
 
 impl Registry {
     /// Authenticates the calling client (401 `invalid_client` on failure).
-    pub fn authenticate_client(
+    pub async fn authenticate_client(
         &self,
         creds: &ClientCredentials,
         cert: Option<&ClientCertificate>,
@@ -130,7 +130,7 @@ impl Registry {
         let (metadata, secret_digest, is_static, introspect) = match self.statics.get(&client_id) {
             Some(s) => (Arc::new(s.rules.clone()), s.secret, true, s.introspect),
             None => {
-                let c = self.clients.get(&client_id).ok_or_else(unknown)?;
+                let c = self.store.client(&client_id).await?.ok_or_else(unknown)?;
                 (Arc::new(c.metadata.rules.clone()), c.secret, false, false)
             }
         };

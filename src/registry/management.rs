@@ -1,21 +1,23 @@
 //! RFC 7592 management, and **where rotation happens**.
 //!
-//! A self-management GET or PUT replaces the registration access token (and the client
-//! secret) under the client's shard lock: of N requests presenting the same token, the
-//! first to take the lock rotates and every other one finds its token no longer current.
-//! Every check runs before the first mutation, so a refused request changes nothing
-//! (SPEC §6a.3).
+//! [`decide_self`] turns a client's record, the presented token and the request into the
+//! record after it (new registration token, new secret, new metadata) and the answer. It
+//! checks everything before it changes anything, so a refused request changes nothing
+//! (SPEC §6a.3). The store then commits that record only if the one it was decided from is
+//! still current: of N requests presenting the same token, one commits, and every other
+//! one reads again, finds its token replaced, and is refused.
 
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::{Client, ClientResponse, Error, Fresh, Grace, RegToken, Registry, TokenRecord};
+use super::{same_certificate, ClientResponse, Error, Fresh, Registry, Settings, ATTEMPTS};
 use crate::cert_match;
 use crate::identity::ClientCertificate;
 use crate::metadata::{AuthMethod, ClientMetadata, MetadataError, Registered};
+use crate::model::{ClientRecord, Grace, RegToken};
 use crate::secret::{self, Digest};
-use crate::store::Change;
+use crate::store::StoreError;
 
 /// A management operation (RFC 7592 §2.1-§2.3).
 #[derive(Debug)]
@@ -37,6 +39,14 @@ pub enum Outcome {
     Deleted,
 }
 
+/// What the bearer token at `/register/{client_id}` is, settled before the body is read.
+pub enum TokenKind {
+    /// A registration access token (current, or just replaced) of this client.
+    Registration(Arc<ClientRecord>),
+    /// An access token holding the dcrm scope.
+    Admin,
+}
+
 /// A PUT body, checked as far as it can be without the client's record.
 struct Update {
     metadata: Registered,
@@ -44,215 +54,377 @@ struct Update {
 }
 
 /// Which of the client's tokens the request presented.
+#[derive(Clone, Copy)]
 enum Presented {
     Current,
     /// The just-replaced token, within the grace period: replay its successor.
     Replaced,
 }
 
+/// What to commit.
+enum Commit {
+    Nothing,
+    Replace(ClientRecord),
+    Delete,
+}
+
+/// What to answer once committed: the credentials issued (or replayed) with the record.
+enum Reply {
+    Client {
+        record: Box<ClientRecord>,
+        token: Option<String>,
+        secret: Option<String>,
+    },
+    Deleted,
+}
+
+/// Which of `rec`'s tokens `digest` is, and whether it may do what is asked now.
+fn check_presented(
+    s: &Settings,
+    rec: &ClientRecord,
+    digest: &Digest,
+    cert: Option<&ClientCertificate>,
+    delete: bool,
+    now: u64,
+) -> Result<Presented, Error> {
+    // A revoked token never counts (SPEC §6a.26): the flag is part of the record the
+    // commit compares against, so a revocation racing this request wins or loses whole.
+    let presented = if rec.reg_token.digest == *digest && !rec.reg_token.revoked {
+        Presented::Current
+    } else if rec.grace.as_ref().is_some_and(|g| {
+        g.replaced == *digest && now < g.replaced_at.saturating_add(s.rotation_grace)
+    }) {
+        Presented::Replaced
+    } else {
+        return Err(invalid_token("the token has been replaced"));
+    };
+    if s.require_same_certificate && !same_certificate(rec, cert) {
+        return Err(invalid_token(
+            "the token is bound to a different client certificate",
+        ));
+    }
+    if let Presented::Current = presented {
+        let age = now.saturating_sub(rec.reg_token.issued_at);
+        if age >= s.registration_token_ttl {
+            return Err(invalid_token("the token has expired"));
+        }
+        if !delete && age >= s.read_update_ttl {
+            return Err(invalid_token(
+                "the token's read/update window has passed; it is now good for deletion only",
+            ));
+        }
+    }
+    Ok(presented)
+}
+
+/// Self-management (SPEC §4): the record after a GET, PUT or DELETE with a registration
+/// access token, and the answer.
+#[allow(clippy::too_many_arguments)]
+fn decide_self(
+    s: &Settings,
+    rec: &ClientRecord,
+    presented: Presented,
+    update: Option<&Update>,
+    delete: bool,
+    cert: Option<&ClientCertificate>,
+    token: &str,
+    fresh: &Fresh,
+    now: u64,
+) -> Result<(Commit, Reply), Error> {
+    if let Some(update) = update {
+        check_update_against(rec, update, cert, s.require_matching_certificate)?;
+    }
+    // --- no refusal below this line ---
+    if delete {
+        return Ok((Commit::Delete, Reply::Deleted));
+    }
+    match presented {
+        Presented::Replaced => {
+            // Same successor again; a replayed PUT applies its body again (idempotent).
+            let Some(grace) = rec.grace.as_deref() else {
+                return Err(invalid_token("the token has been replaced"));
+            };
+            let mut secret = grace.secret.clone();
+            let mut record = rec.clone();
+            let commit = match update {
+                Some(update) => {
+                    if let Some(new) = apply_update(&mut record, update.metadata.clone(), fresh) {
+                        secret = Some(new);
+                    }
+                    if record.secret.is_none() {
+                        // The replayed body moved to a method without a secret.
+                        secret = None;
+                    }
+                    if let Some(g) = record.grace.as_mut() {
+                        g.secret.clone_from(&secret);
+                    }
+                    Commit::Replace(record.clone())
+                }
+                None => Commit::Nothing,
+            };
+            let token = Some(grace.token.clone());
+            Ok((
+                commit,
+                Reply::Client {
+                    record: Box::new(record),
+                    token,
+                    secret,
+                },
+            ))
+        }
+        Presented::Current => {
+            let mut record = rec.clone();
+            // The successor is being used: the replaced token is gone for good.
+            let mut changed = record.grace.take().is_some();
+            let mut new_secret = None;
+            if let Some(update) = update {
+                new_secret = apply_update(&mut record, update.metadata.clone(), fresh);
+                changed = true;
+            }
+            if new_secret.is_none() && s.rotate_client_secret && record.secret.is_some() {
+                record.secret = Some(fresh.secret_digest);
+                new_secret = Some(fresh.secret.clone());
+                changed = true;
+            }
+            let token = if s.reuse_registration_access_token {
+                token.to_owned()
+            } else {
+                let replaced = record.reg_token.digest;
+                record.reg_token = RegToken {
+                    digest: fresh.token_digest,
+                    issued_at: now,
+                    revoked: false,
+                };
+                if s.rotation_grace > 0 {
+                    record.grace = Some(Box::new(Grace {
+                        replaced,
+                        replaced_at: now,
+                        token: fresh.token.clone(),
+                        secret: new_secret.clone(),
+                    }));
+                }
+                changed = true;
+                fresh.token.clone()
+            };
+            let commit = if changed {
+                Commit::Replace(record.clone())
+            } else {
+                Commit::Nothing
+            };
+            Ok((
+                commit,
+                Reply::Client {
+                    record: Box::new(record),
+                    token: Some(token),
+                    secret: new_secret,
+                },
+            ))
+        }
+    }
+}
+
+/// Administrative management (dcrm): any registered client, no rotation.
+fn decide_admin(
+    rec: &ClientRecord,
+    update: Option<&Update>,
+    delete: bool,
+    fresh: &Fresh,
+) -> Result<(Commit, Reply), Error> {
+    if delete {
+        return Ok((Commit::Delete, Reply::Deleted));
+    }
+    let mut record = rec.clone();
+    let (commit, secret) = match update {
+        Some(update) => {
+            check_update_against(rec, update, None, false)?;
+            let secret = apply_update(&mut record, update.metadata.clone(), fresh);
+            (Commit::Replace(record.clone()), secret)
+        }
+        None => (Commit::Nothing, None),
+    };
+    Ok((
+        commit,
+        Reply::Client {
+            record: Box::new(record),
+            token: None,
+            secret,
+        },
+    ))
+}
+
+/// The record after revoking its registration token `digest`: the current one is marked
+/// revoked, a just-replaced one loses its grace replay (SPEC §6a.26). `None` when `digest`
+/// is neither.
+fn decide_revoke(rec: &ClientRecord, digest: &Digest) -> Option<ClientRecord> {
+    let mut record = rec.clone();
+    let mut changed = false;
+    if rec.reg_token.digest == *digest && !rec.reg_token.revoked {
+        record.reg_token.revoked = true;
+        changed = true;
+    }
+    if rec.grace.as_ref().is_some_and(|g| g.replaced == *digest) {
+        record.grace = None;
+        changed = true;
+    }
+    changed.then_some(record)
+}
+
 // === impl Registry ===
 
 impl Registry {
-    /// Self-management with a registration access token (RFC 7592 §2, SPEC §4).
-    pub fn manage_self(
+    /// What `token` is at `/register/{..}`: a registration access token, or an access token
+    /// allowed to manage clients (401 / 403 otherwise).
+    pub async fn token_kind(
+        &self,
+        token: &str,
+        cert: Option<&ClientCertificate>,
+    ) -> Result<TokenKind, Error> {
+        let digest = secret::digest(token);
+        if let Some(rec) = self.store.client_by_reg_token(&digest).await? {
+            return Ok(TokenKind::Registration(rec));
+        }
+        let access = self.access_token(token, cert).await?;
+        let scope = &self.settings.dcrm_scope;
+        if !access.has_scope(scope) {
+            return Err(Error::InsufficientScope(format!(
+                "managing clients needs a registration access token or scope {scope:?}"
+            )));
+        }
+        Ok(TokenKind::Admin)
+    }
+
+    /// Self-management with a registration access token (RFC 7592 §2, SPEC §4). `first` is
+    /// the record `token_kind` already read, if any.
+    pub async fn manage_self(
         &self,
         client_id: &str,
         token: &str,
         cert: Option<&ClientCertificate>,
         op: ManageOp,
+        mut first: Option<Arc<ClientRecord>>,
     ) -> Result<Outcome, Error> {
         let digest = secret::digest(token);
-        let owner = match self.tokens.get(&digest).map(|r| r.value().clone()) {
-            Some(TokenRecord::Registration { client_id }) => client_id,
-            _ => return Err(invalid_token("unknown, expired or revoked token")),
-        };
-        if owner != client_id {
-            // RFC 7592 §2.1: an unknown client means the token SHOULD be revoked. A
-            // token of another existing client is merely not valid here (SPEC §6a.6).
-            if !self.clients.contains_key(client_id) && !self.is_static(client_id) {
-                self.revoke_on_unknown_client(&owner, &digest, cert);
-            }
-            return Err(invalid_token("the token is not valid for this client"));
-        }
-        // The body is judged only after the token and certificate checks: a caller without
-        // a valid token learns nothing about how its body would fare.
-        let (op, body) = match op {
-            ManageOp::Update(body) => (ManageOp::Read, Some(body)),
-            other => (other, None),
-        };
-        let fresh = Fresh::draw();
-        let now = self.now();
-        let s = &self.settings;
-
-        let Some(mut client) = self.clients.get_mut(client_id) else {
-            self.tokens.remove(&digest);
-            return Err(invalid_token("the client no longer exists"));
-        };
-        // A revoked token never counts, also when the revocation landed after the look-up
-        // above (SPEC §6a.26): the flag is read under the same lock that rotation takes.
-        let presented =
-            if secret::matches(token, &client.reg_token.digest) && !client.reg_token.revoked {
-                Presented::Current
-            } else if client.grace.as_ref().is_some_and(|g| {
-                g.replaced == digest && now < g.replaced_at.saturating_add(s.rotation_grace)
-            }) {
-                Presented::Replaced
-            } else {
-                // A replaced token whose grace is over: forget it.
-                drop(client);
-                self.tokens.remove(&digest);
-                return Err(invalid_token("the token has been replaced"));
+        let (delete, mut body) = split(op);
+        let mut update = None;
+        for _ in 0..ATTEMPTS {
+            let rec = match first.take() {
+                Some(rec) => rec,
+                None => match self.store.client_by_reg_token(&digest).await? {
+                    Some(rec) => rec,
+                    None => return Err(invalid_token("unknown, expired or revoked token")),
+                },
             };
-
-        if s.require_same_certificate && !Self::same_certificate(&client, cert) {
-            return Err(invalid_token(
-                "the token is bound to a different client certificate",
-            ));
-        }
-        if let Presented::Current = presented {
-            let age = now.saturating_sub(client.reg_token.issued_at);
-            if age >= s.registration_token_ttl {
-                return Err(invalid_token("the token has expired"));
+            if rec.client_id != client_id {
+                // RFC 7592 §2.1: an unknown client means the token SHOULD be revoked. A
+                // token of another existing client is merely not valid here (SPEC §6a.6).
+                if !self.is_static(client_id) && self.store.client(client_id).await?.is_none() {
+                    self.revoke_on_unknown_client(&rec, &digest, cert).await?;
+                }
+                return Err(invalid_token("the token is not valid for this client"));
             }
-            if !matches!(op, ManageOp::Delete) && age >= s.read_update_ttl {
-                return Err(invalid_token(
-                    "the token's read/update window has passed; it is now good for deletion only",
-                ));
+            let now = self.now();
+            let presented = check_presented(&self.settings, &rec, &digest, cert, delete, now)?;
+            // The body is judged only after the token and certificate checks: a caller
+            // without a valid token learns nothing about how its body would fare.
+            if let Some(body) = body.take() {
+                update = Some(self.prepare_update(client_id, body)?);
+            }
+            let fresh = Fresh::draw();
+            let (commit, reply) = decide_self(
+                &self.settings,
+                &rec,
+                presented,
+                update.as_ref(),
+                delete,
+                cert,
+                token,
+                &fresh,
+                now,
+            )?;
+            match self.commit(&rec, commit).await {
+                Ok(()) => return Ok(self.outcome(reply, now)),
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
             }
         }
-        // Field validation only (no I/O): cheap enough to run under the shard lock.
-        let update = match body {
-            Some(body) => Some(self.prepare_update(client_id, body)?),
-            None => None,
-        };
-        if let Some(update) = &update {
-            check_update_against(&client, update, cert, s.require_matching_certificate)?;
-        }
-
-        // --- no refusal below this line: mutate ---
-        if let ManageOp::Delete = op {
-            // The guard must go before `remove` (same shard); `delete_if` re-checks that
-            // the token is still the one presented, so a rotation in between wins.
-            drop(client);
-            return if self.delete_if(client_id, |c| {
-                (c.reg_token.digest == digest && !c.reg_token.revoked)
-                    || c.grace.as_ref().is_some_and(|g| g.replaced == digest)
-            }) {
-                Ok(Outcome::Deleted)
-            } else {
-                Err(invalid_token("the token has been replaced"))
-            };
-        }
-
-        let response = match presented {
-            Presented::Replaced => {
-                // Same successor again; a replayed PUT applies its body again.
-                let mut secret = client.grace.as_ref().and_then(|g| g.secret.clone());
-                let update_applied = update.is_some();
-                if let Some(update) = update {
-                    if let Some(new) = apply_update(&mut client, update.metadata, &fresh) {
-                        secret = Some(new);
-                    }
-                    if client.secret.is_none() {
-                        // The replayed body moved to a method without a secret.
-                        secret = None;
-                    }
-                    if let Some(g) = client.grace.as_mut() {
-                        g.secret.clone_from(&secret);
-                    }
-                }
-                let token = client.grace.as_ref().map(|g| g.token.clone());
-                if update_applied {
-                    self.persist(|| Self::client_change(client_id, &client));
-                }
-                self.response(client_id, &client, now, token, secret)
-            }
-            Presented::Current => {
-                // The successor is being used: the replaced token is gone for good.
-                if let Some(old) = client.grace.take() {
-                    self.tokens.remove(&old.replaced);
-                }
-                let mut new_secret = None;
-                let changed = update.is_some();
-                if let Some(update) = update {
-                    new_secret = apply_update(&mut client, update.metadata, &fresh);
-                }
-                if new_secret.is_none() && s.rotate_client_secret && client.secret.is_some() {
-                    client.secret = Some(fresh.secret_digest);
-                    new_secret = Some(fresh.secret.clone());
-                }
-                let token = if s.reuse_registration_access_token {
-                    token.to_owned()
-                } else {
-                    client.reg_token = RegToken {
-                        digest: fresh.token_digest,
-                        issued_at: now,
-                        revoked: false,
-                    };
-                    self.tokens.insert(
-                        fresh.token_digest,
-                        TokenRecord::Registration {
-                            client_id: client_id.to_owned(),
-                        },
-                    );
-                    if s.rotation_grace > 0 {
-                        client.grace = Some(Box::new(Grace {
-                            replaced: digest,
-                            replaced_at: now,
-                            token: fresh.token.clone(),
-                            secret: new_secret.clone(),
-                        }));
-                    } else {
-                        self.tokens.remove(&digest);
-                    }
-                    fresh.token
-                };
-                if changed || !s.reuse_registration_access_token || new_secret.is_some() {
-                    self.persist(|| Self::client_change(client_id, &client));
-                }
-                // expires_in follows the token: the full lifetime of a new one, the
-                // remaining lifetime of a reused one (SPEC §6a.4).
-                self.response(client_id, &client, now, Some(token), new_secret)
-            }
-        };
-        Ok(Outcome::Client(response))
+        Err(StoreError::Conflict.into())
     }
 
     /// Administrative management with a `dcrm` token: any registered client, no rotation.
     /// The caller has already checked the token and its scope.
-    pub fn manage_admin(&self, client_id: &str, op: ManageOp) -> Result<Outcome, Error> {
-        // An unknown client is a 404 whatever the body says (SPEC §6a.7).
-        if !self.clients.contains_key(client_id) {
-            return Err(Error::NotFound(format!(
-                "no registered client {client_id:?}"
-            )));
+    pub async fn manage_admin(&self, client_id: &str, op: ManageOp) -> Result<Outcome, Error> {
+        let (delete, mut body) = split(op);
+        let mut update = None;
+        for _ in 0..ATTEMPTS {
+            // An unknown client is a 404 whatever the body says (SPEC §6a.7).
+            let Some(rec) = self.store.client(client_id).await? else {
+                return Err(Error::NotFound(format!(
+                    "no registered client {client_id:?}"
+                )));
+            };
+            if let Some(body) = body.take() {
+                update = Some(self.prepare_update(client_id, body)?);
+            }
+            let (commit, reply) = decide_admin(&rec, update.as_ref(), delete, &Fresh::draw())?;
+            match self.commit(&rec, commit).await {
+                Ok(()) => return Ok(self.outcome(reply, self.now())),
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
-        let (delete, update) = match op {
-            ManageOp::Update(body) => (false, Some(self.prepare_update(client_id, body)?)),
-            ManageOp::Read => (false, None),
-            ManageOp::Delete => (true, None),
-        };
-        let fresh = Fresh::draw();
-        let now = self.now();
-        let Some(mut client) = self.clients.get_mut(client_id) else {
-            return Err(Error::NotFound(format!(
-                "no registered client {client_id:?}"
-            )));
-        };
-        if delete {
-            drop(client);
-            self.delete(client_id);
-            return Ok(Outcome::Deleted);
+        Err(StoreError::Conflict.into())
+    }
+
+    /// Revokes the registration token `digest` (SPEC §6a.26), whichever client holds it.
+    pub(super) async fn revoke_registration_token(&self, digest: &Digest) -> Result<(), Error> {
+        for _ in 0..ATTEMPTS {
+            let Some(rec) = self.store.client_by_reg_token(digest).await? else {
+                return Ok(());
+            };
+            let Some(new) = decide_revoke(&rec, digest) else {
+                return Ok(());
+            };
+            match self.store.replace(&rec, new).await {
+                Ok(()) => return Ok(()),
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
-        let mut secret = None;
-        if let Some(update) = update {
-            check_update_against(&client, &update, None, false)?;
-            secret = apply_update(&mut client, update.metadata, &fresh);
-            self.persist(|| Self::client_change(client_id, &client));
+        Err(StoreError::Conflict.into())
+    }
+
+    /// RFC 7592 §2.1 revocation — unless `require_same_certificate` binds the token to a
+    /// certificate the caller did not present: a leaked bound token must not be enough to
+    /// lock its client out (SPEC §6a.3).
+    async fn revoke_on_unknown_client(
+        &self,
+        rec: &ClientRecord,
+        digest: &Digest,
+        cert: Option<&ClientCertificate>,
+    ) -> Result<(), Error> {
+        if self.settings.require_same_certificate && !same_certificate(rec, cert) {
+            return Ok(());
         }
-        Ok(Outcome::Client(
-            self.response(client_id, &client, now, None, secret),
-        ))
+        self.revoke_registration_token(digest).await
+    }
+
+    async fn commit(&self, old: &ClientRecord, commit: Commit) -> Result<(), StoreError> {
+        match commit {
+            Commit::Nothing => Ok(()),
+            Commit::Replace(new) => self.store.replace(old, new).await,
+            Commit::Delete => self.store.delete(old).await,
+        }
+    }
+
+    fn outcome(&self, reply: Reply, now: u64) -> Outcome {
+        match reply {
+            Reply::Deleted => Outcome::Deleted,
+            Reply::Client {
+                record,
+                token,
+                secret,
+            } => Outcome::Client(self.response(&record, now, token, secret)),
+        }
     }
 
     /// RFC 7592 §2.2 checks that need only the body.
@@ -295,101 +467,20 @@ impl Registry {
             presented_secret,
         })
     }
+}
 
-    /// Revokes `owner`'s registration token `digest` (RFC 7592 §2.1), durably — unless
-    /// `require_same_certificate` binds it to a certificate the caller did not present:
-    /// a leaked bound token must not be enough to lock its client out (SPEC §6a.3).
-    fn revoke_on_unknown_client(
-        &self,
-        owner: &str,
-        digest: &Digest,
-        cert: Option<&ClientCertificate>,
-    ) {
-        if self.settings.require_same_certificate {
-            let bound_elsewhere = self
-                .clients
-                .get(owner)
-                .is_some_and(|c| !Self::same_certificate(&c, cert));
-            if bound_elsewhere {
-                return;
-            }
-        }
-        self.revoke_registration_token(owner, digest);
-    }
-
-    /// Revokes `owner`'s registration token `digest`, durably: the current one is marked
-    /// revoked under the client's lock (so a request that already looked it up cannot use
-    /// it), a just-replaced one loses its grace replay (SPEC §6a.26).
-    pub(super) fn revoke_registration_token(&self, owner: &str, digest: &Digest) {
-        if let Some(mut client) = self.clients.get_mut(owner) {
-            if client.reg_token.digest == *digest && !client.reg_token.revoked {
-                client.reg_token.revoked = true;
-                self.persist(|| Self::client_change(owner, &client));
-            }
-            if client.grace.as_ref().is_some_and(|g| g.replaced == *digest) {
-                client.grace = None;
-            }
-        }
-        self.tokens.remove_if(
-            digest,
-            |_, r| matches!(r, TokenRecord::Registration { client_id } if client_id == owner),
-        );
-    }
-
-    /// Deletes a client and the index entries of its registration tokens. Its access
-    /// tokens die because they are checked against the live client on use.
-    fn delete(&self, client_id: &str) {
-        self.delete_if(client_id, |_| true);
-    }
-
-    /// Deletes the client if `still` holds for it at the moment of removal.
-    fn delete_if(&self, client_id: &str, still: impl FnOnce(&Client) -> bool) -> bool {
-        let Some((_, client)) = self.clients.remove_if(client_id, |_, c| still(c)) else {
-            return false;
-        };
-        self.persist(|| Change::Delete {
-            id: client_id.to_owned(),
-        });
-        self.unbind(&client);
-        self.issued.remove(client_id);
-        self.tokens.remove(&client.reg_token.digest);
-        if let Some(g) = &client.grace {
-            self.tokens.remove(&g.replaced);
-        }
-        true
-    }
-
-    pub(super) fn response(
-        &self,
-        client_id: &str,
-        client: &Client,
-        now: u64,
-        token: Option<String>,
-        secret: Option<String>,
-    ) -> ClientResponse {
-        let expires_in = token.as_ref().map(|_| {
-            client
-                .reg_token
-                .issued_at
-                .saturating_add(self.settings.registration_token_ttl)
-                .saturating_sub(now)
-        });
-        ClientResponse {
-            client_id: client_id.to_owned(),
-            client_id_issued_at: client.issued_at,
-            client_secret: secret,
-            client_secret_expires_at: client.secret.map(|_| 0),
-            registration_access_token: token,
-            registration_access_token_expires_in: expires_in,
-            registration_client_uri: self.client_uri(client_id),
-            metadata: client.metadata.clone(),
-        }
+/// (is it a DELETE, the PUT body).
+fn split(op: ManageOp) -> (bool, Option<Map<String, Value>>) {
+    match op {
+        ManageOp::Read => (false, None),
+        ManageOp::Update(body) => (false, Some(body)),
+        ManageOp::Delete => (true, None),
     }
 }
 
 /// PUT checks that need the current record (RFC 7592 §2.2, SPEC §4).
 fn check_update_against(
-    client: &Client,
+    client: &ClientRecord,
     update: &Update,
     cert: Option<&ClientCertificate>,
     require_matching_certificate: bool,
@@ -427,7 +518,7 @@ fn check_update_against(
 
 /// Replaces the metadata (values replace, never merge) and keeps the secret in step with
 /// the auth method; returns a newly issued secret, if any.
-fn apply_update(client: &mut Client, metadata: Registered, fresh: &Fresh) -> Option<String> {
+fn apply_update(client: &mut ClientRecord, metadata: Registered, fresh: &Fresh) -> Option<String> {
     let needs_secret = metadata.rules.uses_secret();
     client.metadata = Arc::new(metadata);
     match (needs_secret, client.secret.is_some()) {

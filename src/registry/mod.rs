@@ -1,13 +1,13 @@
 //! The domain: registered clients, their credentials, and every rule about them.
 //!
-//! Plain synchronous Rust over two `DashMap`s, testable without sockets:
+//! Every rule is decided once, in plain synchronous functions from a record and a request
+//! to a new record and an answer (or a refusal): `registration`, `management` (**where
+//! rotation happens**), `tokens`, `client_auth`. They run without sockets or a store, and
+//! they are the same whatever the backend.
 //!
-//! - `clients`: client_id → [`Client`], the registration record;
-//! - `tokens`: SHA-256 of a token → [`TokenRecord`], for O(1) look-up of any bearer token.
-//!
-//! Lock order: a `clients` guard may be held while touching `tokens`, never the other way
-//! round, and no guard ever lives across an `.await` (this module has none). Rotation happens
-//! under the client's shard lock, which is what makes it atomic (see `management`).
+//! [`Registry`] wires them to a [`Store`]: read the record, decide, commit with
+//! compare-and-set; when the commit loses a race, read again and decide again — the loser
+//! then finds its token replaced and is refused, never merged.
 
 mod client_auth;
 mod management;
@@ -16,20 +16,18 @@ mod tokens;
 
 use std::sync::Arc;
 
-use dashmap::DashMap;
 use serde::Serialize;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::identity::ClientCertificate;
 use crate::metadata::{ClientRules, MetadataError, Policy, Registered};
+use crate::model::ClientRecord;
 use crate::secret::Digest;
-use crate::store::journal::Journal;
-use crate::store::{self, Change, StoreError, StoredClient};
+use crate::store::{MemoryStore, SnapshotStats, Store, StoreError};
 
 pub use client_auth::{Authenticated, ClientCredentials};
-pub use management::{ManageOp, Outcome};
-pub use tokens::{AccessToken, InitialUse, Introspection, TokenGrant};
+pub use management::{ManageOp, Outcome, TokenKind};
+pub use tokens::{InitialAccess, Introspection, TokenGrant};
 
 /// A domain failure; `http::error` maps each to its RFC error code and status, once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +54,8 @@ pub enum Error {
     UnsupportedGrantType(String),
     /// 400 `unauthorized_client`.
     UnauthorizedClient(String),
+    /// 503 `temporarily_unavailable`: the store cannot commit or answer now.
+    Unavailable(String),
 }
 
 impl From<MetadataError> for Error {
@@ -63,6 +63,29 @@ impl From<MetadataError> for Error {
         Self::Metadata(e)
     }
 }
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Quota => Self::Metadata(MetadataError::ClientMetadata(
+                "this certificate has as many live registrations as \
+                 registration.max_clients_per_certificate allows: delete one, or ask an \
+                 administrator to"
+                    .into(),
+            )),
+            StoreError::Spent => {
+                Self::InvalidToken("the initial access token has been used".into())
+            }
+            // Callers retry conflicts; one that still conflicts after many tries is load,
+            // not the client's fault.
+            StoreError::Conflict => Self::Unavailable("the record kept changing; try again".into()),
+            StoreError::Unavailable(why) => Self::Unavailable(why),
+        }
+    }
+}
+
+/// How often a decision is retried after losing a compare-and-set before giving up.
+const ATTEMPTS: usize = 16;
 
 /// The settings the domain needs, taken from `Config` once.
 #[derive(Debug, Clone)]
@@ -116,54 +139,7 @@ impl Settings {
     }
 }
 
-/// One dynamically registered client.
-#[derive(Debug, Clone)]
-pub struct Client {
-    /// `client_id_issued_at`.
-    pub issued_at: u64,
-    /// Shared so responses can be encoded after the shard lock is released.
-    pub metadata: Arc<Registered>,
-    /// Digest of the current `client_secret`, for secret-based methods.
-    pub secret: Option<Digest>,
-    /// SHA-256 of the certificate the client registered with.
-    pub bound: Option<[u8; 32]>,
-    /// The current registration access token.
-    pub reg_token: RegToken,
-    /// The token just replaced, while `rotation_grace` may still replay its successor.
-    /// Memory only: never persisted (SPEC §6a.17).
-    pub grace: Option<Box<Grace>>,
-}
-
-/// A registration access token, kept as its digest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RegToken {
-    pub digest: Digest,
-    pub issued_at: u64,
-    /// Revoked by use on an unknown client's URI (RFC 7592 §2.1); kept so a restart does
-    /// not bring it back.
-    pub revoked: bool,
-}
-
-/// What a client whose rotation response was lost gets again.
-#[derive(Clone)]
-pub struct Grace {
-    pub replaced: Digest,
-    pub replaced_at: u64,
-    pub token: String,
-    pub secret: Option<String>,
-}
-
-/// What a bearer token's digest points at.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenRecord {
-    /// A registration access token of this client (current, or just replaced in grace).
-    Registration { client_id: String },
-    /// An access token from `/token` (boxed: registration entries, one per client, stay
-    /// small).
-    Access(Box<AccessToken>),
-}
-
-/// A statically configured client (`[[clients]]`): never in `clients`, never managed.
+/// A statically configured client (`[[clients]]`): never in the store, never managed.
 #[derive(Debug, Clone)]
 pub struct StaticClient {
     /// Its authentication rules, in the same form registered clients have.
@@ -174,36 +150,12 @@ pub struct StaticClient {
     pub introspect: bool,
 }
 
-/// The registry of dynamically registered clients.
+/// The registry of clients: the domain rules over a store.
 pub struct Registry {
-    clients: ClientMap,
-    tokens: TokenMap,
-    /// Live registrations per bound certificate (`registration.max_clients_per_certificate`).
-    per_certificate: DashMap<[u8; 32], u32, std::hash::BuildHasherDefault<DigestHasher>>,
-    /// Each client's access tokens, oldest first (`tokens.max_active_per_client`).
-    issued: DashMap<String, std::collections::VecDeque<(u64, Digest)>, rustc_hash::FxBuildHasher>,
+    store: Store,
     statics: std::collections::HashMap<String, StaticClient>,
     settings: Settings,
     clock: Arc<dyn Clock>,
-    /// Present when `store.data_dir` is set.
-    store: Option<Store>,
-}
-
-/// The journal and the generation bookkeeping of snapshots.
-struct Store {
-    journal: Journal,
-    dir: std::path::PathBuf,
-    // Serializes snapshots; held only by the (blocking) snapshot task.
-    generation: std::sync::Mutex<u64>,
-}
-
-/// What one snapshot wrote.
-#[derive(Debug, Clone, Copy)]
-pub struct SnapshotStats {
-    pub generation: u64,
-    pub bytes: u64,
-    pub clients: usize,
-    pub tokens: usize,
 }
 
 /// The body of a registration or management response (RFC 7591 §3.2.1, RFC 7592 §3):
@@ -261,15 +213,10 @@ impl ClientResponse {
         }
         out
     }
-
-    /// Whether the body carries a credential (and so needs `Cache-Control: no-store`).
-    pub fn has_secret(&self) -> bool {
-        self.client_secret.is_some() || self.registration_access_token.is_some()
-    }
 }
 
-/// Credentials drawn before taking a lock, so the lock covers no syscall. (No `Debug`:
-/// it holds plaintext credentials.)
+/// Credentials drawn before a decision, so deciding covers no syscall. (No `Debug`: it
+/// holds plaintext credentials.)
 struct Fresh {
     id: [u8; 16],
     token: String,
@@ -300,98 +247,40 @@ impl Fresh {
     }
 }
 
-/// `clients` keys are server-generated random ids; look-ups with hostile keys cannot
-/// insert, so a fast non-keyed hash is safe here.
-type ClientMap = DashMap<String, Client, rustc_hash::FxBuildHasher>;
-
-/// `tokens` keys are SHA-256 digests, already uniformly random: folding their words is
-/// hash enough.
-type TokenMap = DashMap<Digest, TokenRecord, std::hash::BuildHasherDefault<DigestHasher>>;
-
-/// Hashes a digest by folding its 8-byte words.
-#[derive(Default)]
-pub struct DigestHasher(u64);
-
-impl std::hash::Hasher for DigestHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // A [u8; 32] key arrives as one 32-byte write (after its length, below).
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = self.0.rotate_left(29) ^ u64::from_le_bytes(word);
-        }
-    }
-
-    fn write_usize(&mut self, _: usize) {}
-}
-
-impl std::fmt::Debug for Grace {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The successor's plaintext must never reach a log line.
-        f.debug_struct("Grace")
-            .field("replaced_at", &self.replaced_at)
-            .field("token", &"<redacted>")
-            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
-}
-
 // === impl Registry ===
 
 impl Registry {
-    /// An empty registry.
-    pub fn new(settings: Settings, clock: Arc<dyn Clock>) -> Self {
-        // Many shards keep each shard's lock short, also while a snapshot copies it.
+    /// A registry over `store`.
+    pub fn new(
+        store: Store,
+        statics: std::collections::HashMap<String, StaticClient>,
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
-            clients: ClientMap::with_capacity_and_hasher_and_shard_amount(
-                0,
-                Default::default(),
-                64,
-            ),
-            tokens: TokenMap::with_capacity_and_hasher_and_shard_amount(0, Default::default(), 64),
-            per_certificate: DashMap::default(),
-            issued: DashMap::default(),
-            statics: std::collections::HashMap::new(),
+            store,
+            statics,
             settings,
             clock,
-            store: None,
         }
     }
 
-    /// A registry with the config's static clients.
+    /// A registry with the config's static clients over the embedded store (recovered from
+    /// `store.data_dir` when set).
     pub fn from_config(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, String> {
-        let mut registry = Self::new(Settings::from_config(config), clock);
-        registry.statics = Self::static_clients(config)?;
+        let statics = Self::static_clients(config)?;
         let dir = &config.store.data_dir;
-        if !dir.as_os_str().is_empty() {
-            let started = std::time::Instant::now();
-            let generation =
-                store::snapshot::recover(dir, |change| registry.apply(change)).map_err(|e| e.0)?;
-            let pruned = registry.prune_on_load();
-            // A snapshot loads on several threads: put each client's tokens back in
-            // issue order.
-            for mut issued in registry.issued.iter_mut() {
-                issued.make_contiguous().sort_unstable();
-            }
-            tracing::info!(
-                dir = %dir.display(),
-                clients = registry.clients.len(),
-                tokens = registry.tokens.len(),
-                pruned,
-                ms = started.elapsed().as_millis() as u64,
-                "registry restored"
-            );
-            registry.store = Some(Store {
-                journal: Journal::open(dir, generation).map_err(|e| e.0)?,
-                dir: dir.clone(),
-                generation: std::sync::Mutex::new(generation),
-            });
-        }
-        Ok(registry)
+        let store = if dir.as_os_str().is_empty() {
+            MemoryStore::new(clock.clone())
+        } else {
+            MemoryStore::open(dir, clock.clone()).map_err(|e| e.to_string())?
+        };
+        Ok(Self::new(
+            Store::Memory(store),
+            statics,
+            Settings::from_config(config),
+            clock,
+        ))
     }
 
     /// The `[[clients]]` entries in the form the registry uses; an error names the entry
@@ -411,223 +300,35 @@ impl Registry {
             .collect()
     }
 
-    /// Whether changes are journaled (`store.data_dir` is set).
-    fn journaling(&self) -> bool {
-        self.store.is_some()
-    }
-
-    /// Queues `change` for the journal (no-op without a data dir). Call it after the
-    /// in-memory change and while the state it describes is still locked: a snapshot
-    /// then never misses a change whose record went to a journal it deletes.
-    fn persist(&self, change: impl FnOnce() -> Change) {
-        if let Some(store) = &self.store {
-            store.journal.append(&change());
-        }
-    }
-
-    /// The journal record of a client's current state.
-    fn client_change(client_id: &str, client: &Client) -> Change {
-        Change::Client {
-            id: client_id.to_owned(),
-            client: Box::new(StoredClient {
-                issued_at: client.issued_at,
-                metadata: client.metadata.clone(),
-                secret: client.secret,
-                bound: client.bound,
-                reg_token: client.reg_token.digest,
-                reg_token_issued_at: client.reg_token.issued_at,
-                reg_token_revoked: client.reg_token.revoked,
-            }),
-        }
-    }
-
-    /// The journal's last sequence number (0 without a data dir): compare it before and
-    /// after a request to know whether anything was appended meanwhile.
-    pub fn journal_seq(&self) -> u64 {
-        self.store.as_ref().map_or(0, |s| s.journal.last_seq())
-    }
-
-    /// Waits until every change made so far is durable, if anything was appended since
-    /// `seq` (immediately without a data dir).
-    pub async fn sync_since(&self, seq: u64) -> Result<(), StoreError> {
-        match &self.store {
-            Some(store) if store.journal.last_seq() != seq => store.journal.sync().await,
-            _ => Ok(()),
-        }
-    }
-
-    /// Replays one recovered change.
-    fn apply(&self, change: Change) {
-        match change {
-            Change::Client { id, client: c } => {
-                let c = *c;
-                let client = Client {
-                    issued_at: c.issued_at,
-                    metadata: c.metadata,
-                    secret: c.secret,
-                    bound: c.bound,
-                    reg_token: RegToken {
-                        digest: c.reg_token,
-                        issued_at: c.reg_token_issued_at,
-                        revoked: c.reg_token_revoked,
-                    },
-                    grace: None,
-                };
-                let bound = client.bound;
-                match self.clients.insert(id.clone(), client) {
-                    Some(old) => {
-                        self.tokens.remove(&old.reg_token.digest);
-                    }
-                    None => {
-                        if let Some(sha) = bound {
-                            *self.per_certificate.entry(sha).or_insert(0) += 1;
-                        }
-                    }
-                }
-                if !c.reg_token_revoked {
-                    self.tokens
-                        .insert(c.reg_token, TokenRecord::Registration { client_id: id });
-                }
-            }
-            Change::Delete { id } => {
-                if let Some((_, old)) = self.clients.remove(&id) {
-                    self.tokens.remove(&old.reg_token.digest);
-                    self.unbind(&old);
-                }
-                self.issued.remove(&id);
-            }
-            Change::Token { digest, token } => {
-                let (owner, iat) = (token.client_id.clone(), token.iat);
-                let new = self
-                    .tokens
-                    .insert(digest, TokenRecord::Access(Box::new(token)))
-                    .is_none();
-                if new {
-                    self.issued
-                        .entry(owner)
-                        .or_default()
-                        .push_back((iat, digest));
-                }
-            }
-            Change::Revoke { digest } => {
-                if let Some((_, TokenRecord::Access(t))) = self.tokens.remove(&digest) {
-                    if let Some(mut issued) = self.issued.get_mut(&t.client_id) {
-                        issued.retain(|(_, d)| *d != digest);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Drops what is dead after a restart: expired or spent access tokens and tokens of
-    /// deleted clients.
-    fn prune_on_load(&self) -> usize {
-        let dead: Vec<Digest> = self
-            .tokens
-            .iter()
-            .filter_map(|e| match e.value() {
-                TokenRecord::Access(t) if !self.active(t) => Some(*e.key()),
-                _ => None,
-            })
-            .collect();
-        for d in &dead {
-            self.tokens.remove(d);
-        }
-        self.prune_issued();
-        dead.len()
-    }
-
-    /// Forgets index entries of tokens that are gone (lock order: `issued`, then `tokens`).
-    fn prune_issued(&self) {
-        self.issued.retain(|_, q| {
-            q.retain(|(_, d)| self.tokens.contains_key(d));
-            !q.is_empty()
-        });
-    }
-
-    /// Writes a snapshot and drops the journals it covers. Blocking: run it off the
-    /// async runtime. Writes continue meanwhile.
-    pub fn snapshot(&self) -> Result<Option<SnapshotStats>, StoreError> {
-        let Some(store) = &self.store else {
-            return Ok(None);
-        };
-        let mut generation = match store.generation.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        let next = *generation + 1;
-        // From here on new changes go to journal `next`; the snapshot then contains at
-        // least everything in the journals before it.
-        store.journal.rotate(next)?;
-        *generation = next;
-        let mut clients = Vec::with_capacity(self.clients.len());
-        for shard in self.clients.iter() {
-            clients.push(Self::client_change(shard.key(), shard.value()));
-        }
-        let now = self.now();
-        let tokens: Vec<Change> = self
-            .tokens
-            .iter()
-            .filter_map(|e| match e.value() {
-                TokenRecord::Access(t) if t.is_live(now) => Some(Change::Token {
-                    digest: *e.key(),
-                    token: (**t).clone(),
-                }),
-                _ => None,
-            })
-            .collect();
-        let stats = SnapshotStats {
-            generation: next,
-            bytes: 0,
-            clients: clients.len(),
-            tokens: tokens.len(),
-        };
-        let bytes = store::snapshot::write(&store.dir, next, clients.into_iter().chain(tokens))?;
-        store::snapshot::remove_older(&store.dir, next);
-        Ok(Some(SnapshotStats { bytes, ..stats }))
+    /// The store the registry commits to.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Why changes cannot be committed now, if they cannot.
     pub fn unavailable(&self) -> Option<String> {
+        self.store.unavailable()
+    }
+
+    /// Drops expired tokens (embedded store; the shared store sweeps on its own).
+    pub fn prune_tokens(&self) -> usize {
         match &self.store {
-            Some(store) if store.journal.has_failed() => {
-                Some("storage: the journal cannot be written".into())
-            }
-            _ => None,
+            Store::Memory(m) => m.prune(),
         }
     }
 
-    /// A canonical listing of the whole state (digests only, never a credential), one line
-    /// per client or token in a fixed order: two equal states give equal dumps.
+    /// Writes a snapshot (embedded store with a data directory). Blocking.
+    pub fn snapshot(&self) -> Result<Option<SnapshotStats>, StoreError> {
+        match &self.store {
+            Store::Memory(m) => m.snapshot(),
+        }
+    }
+
+    /// A canonical listing of the state, to compare two states (embedded store).
     pub fn dump(&self) -> String {
-        let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
-        let opt = |d: &Option<[u8; 32]>| d.as_ref().map_or("-".to_owned(), |d| hex(d));
-        let mut lines: Vec<String> = self
-            .clients
-            .iter()
-            .map(|e| {
-                let c = e.value();
-                format!(
-                    "client {} issued={} secret={} bound={} token={} token_iat={} revoked={} {}",
-                    e.key(),
-                    c.issued_at,
-                    opt(&c.secret),
-                    opt(&c.bound),
-                    hex(&c.reg_token.digest),
-                    c.reg_token.issued_at,
-                    c.reg_token.revoked,
-                    c.metadata.json
-                )
-            })
-            .collect();
-        lines.extend(self.tokens.iter().map(|e| match e.value() {
-            TokenRecord::Registration { client_id } => {
-                format!("token {} registration {client_id}", hex(e.key()))
-            }
-            TokenRecord::Access(t) => format!("token {} access {t:?}", hex(e.key())),
-        }));
-        lines.sort_unstable();
-        lines.join("\n")
+        match &self.store {
+            Store::Memory(m) => m.dump(),
+        }
     }
 
     /// Whether `client_id` names a statically configured client.
@@ -640,21 +341,6 @@ impl Registry {
         &self.settings
     }
 
-    /// Number of registered clients.
-    pub fn len(&self) -> usize {
-        self.clients.len()
-    }
-
-    /// Whether no client is registered.
-    pub fn is_empty(&self) -> bool {
-        self.clients.is_empty()
-    }
-
-    /// Whether `client_id` is a registered (dynamic) client.
-    pub fn contains(&self, client_id: &str) -> bool {
-        self.clients.contains_key(client_id)
-    }
-
     fn now(&self) -> u64 {
         self.clock.now()
     }
@@ -663,22 +349,44 @@ impl Registry {
         format!("{}/register/{client_id}", self.settings.issuer)
     }
 
-    /// Gives back the quota slot of a removed client's certificate.
-    fn unbind(&self, client: &Client) {
-        if let Some(sha) = client.bound {
-            self.per_certificate.remove_if_mut(&sha, |_, n| {
-                *n = n.saturating_sub(1);
-                *n == 0
-            });
+    /// The answer for `client` with the credentials issued now, if any.
+    fn response(
+        &self,
+        client: &ClientRecord,
+        now: u64,
+        token: Option<String>,
+        secret: Option<String>,
+    ) -> ClientResponse {
+        // expires_in follows the token: the full lifetime of a new one, the remaining
+        // lifetime of a reused one (SPEC §6a.4).
+        let expires_in = token.as_ref().map(|_| {
+            client
+                .reg_token
+                .issued_at
+                .saturating_add(self.settings.registration_token_ttl)
+                .saturating_sub(now)
+        });
+        ClientResponse {
+            client_id: client.client_id.clone(),
+            client_id_issued_at: client.issued_at,
+            client_secret: secret,
+            client_secret_expires_at: client.secret.map(|_| 0),
+            registration_access_token: token,
+            registration_access_token_expires_in: expires_in,
+            registration_client_uri: self.client_uri(&client.client_id),
+            metadata: client.metadata.clone(),
         }
     }
+}
 
-    /// Whether the presented certificate is the one `client` is bound to.
-    fn same_certificate(client: &Client, cert: Option<&ClientCertificate>) -> bool {
-        match client.bound {
-            None => true,
-            Some(bound) => cert.is_some_and(|c| c.sha256 == bound),
-        }
+/// Whether the presented certificate is the one `client` is bound to.
+fn same_certificate(
+    client: &ClientRecord,
+    cert: Option<&crate::identity::ClientCertificate>,
+) -> bool {
+    match client.bound {
+        None => true,
+        Some(bound) => cert.is_some_and(|c| c.sha256 == bound),
     }
 }
 
@@ -734,7 +442,7 @@ mod tests {
             ),
             format!(
                 "{:?}",
-                Grace {
+                crate::model::Grace {
                     replaced: [0; 32],
                     replaced_at: 0,
                     token: secret.into(),

@@ -14,8 +14,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use crate::app::App;
 use crate::config::Config;
-use crate::http::{handle, App, Conn, Listener, TlsPeer};
+use crate::http::{handle, Conn, Listener, TlsPeer};
 use crate::identity::CertSource;
 use watchdog::{Activity, Watched};
 
@@ -99,7 +100,9 @@ pub async fn serve(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Ou
     if drained.is_err() {
         tracing::warn!("drain timeout passed with connections still open; closing them");
     }
-    snapshot(&app).await;
+    if app.registry.unavailable().is_none() {
+        snapshot(&app).await;
+    }
 }
 
 /// The admin listener's own small budget.

@@ -8,34 +8,30 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::{Change, StoredClient};
+use super::Change;
 use crate::metadata::{AuthMethod, ClientRules, Registered, SubjectRule};
-use crate::registry::AccessToken;
+use crate::model::{AccessToken, ClientRecord, RegToken};
 
 const CLIENT: u8 = 1;
 const DELETE: u8 = 2;
 const TOKEN: u8 = 3;
 const REVOKE: u8 = 4;
+const REGISTER: u8 = 5;
+const ISSUE: u8 = 6;
 /// Snapshot header: format version and generation.
 pub const HEADER: u8 = 0x10;
 /// Snapshot trailer: number of records.
 pub const TRAILER: u8 = 0x11;
+/// Journal header: format version and generation.
+pub const JOURNAL_HEADER: u8 = 0x12;
 
 /// Appends the encoding of `change` to `out`.
 pub fn encode(change: &Change, out: &mut Vec<u8>) {
     let mut w = Writer(out);
     match change {
-        Change::Client { id, client } => {
+        Change::Client(client) => {
             w.u8(CLIENT);
-            w.str(id);
-            w.u64(client.issued_at);
-            w.opt32(&client.secret);
-            w.opt32(&client.bound);
-            w.bytes32(&client.reg_token);
-            w.u64(client.reg_token_issued_at);
-            w.u8(client.reg_token_revoked as u8);
-            w.str(&client.metadata.json);
-            rules(&mut w, &client.metadata.rules);
+            client_fields(&mut w, client);
         }
         Change::Delete { id } => {
             w.u8(DELETE);
@@ -44,73 +40,159 @@ pub fn encode(change: &Change, out: &mut Vec<u8>) {
         Change::Token { digest, token } => {
             w.u8(TOKEN);
             w.bytes32(digest);
-            w.str(&token.client_id);
-            w.str(&token.scope);
-            w.u64(token.iat);
-            w.u64(token.exp);
-            w.opt32(&token.cnf);
-            w.u8(token.dynamic as u8);
-            match token.uses_left {
-                Some(n) => {
-                    w.u8(1);
-                    w.u32(n);
-                }
-                None => w.u8(0),
-            }
+            token_fields(&mut w, token);
         }
         Change::Revoke { digest } => {
             w.u8(REVOKE);
             w.bytes32(digest);
         }
+        Change::Register { client, initial } => {
+            w.u8(REGISTER);
+            client_fields(&mut w, client);
+            match initial {
+                Some((digest, token)) => {
+                    w.u8(1);
+                    w.bytes32(digest);
+                    token_fields(&mut w, token);
+                }
+                None => w.u8(0),
+            }
+        }
+        Change::Issue {
+            digest,
+            token,
+            evicted,
+        } => {
+            w.u8(ISSUE);
+            w.bytes32(digest);
+            token_fields(&mut w, token);
+            w.u32(evicted.len() as u32);
+            for d in evicted {
+                w.bytes32(d);
+            }
+        }
     }
+}
+
+/// A client record's durable fields (never its version or grace successor).
+fn client_fields(w: &mut Writer<'_>, c: &ClientRecord) {
+    w.str(&c.client_id);
+    w.u64(c.issued_at);
+    w.opt32(&c.secret);
+    w.opt32(&c.bound);
+    w.bytes32(&c.reg_token.digest);
+    w.u64(c.reg_token.issued_at);
+    w.u8(c.reg_token.revoked as u8);
+    w.str(&c.metadata.json);
+    rules(w, &c.metadata.rules);
+}
+
+fn token_fields(w: &mut Writer<'_>, token: &AccessToken) {
+    w.str(&token.client_id);
+    w.str(&token.scope);
+    w.u64(token.iat);
+    w.u64(token.exp);
+    w.opt32(&token.cnf);
+    w.u8(token.dynamic as u8);
+    match token.uses_left {
+        Some(n) => {
+            w.u8(1);
+            w.u32(n);
+        }
+        None => w.u8(0),
+    }
+}
+
+fn read_client(r: &mut Reader<'_>) -> Result<ClientRecord, String> {
+    Ok(ClientRecord {
+        client_id: r.string()?,
+        version: 0,
+        issued_at: r.u64()?,
+        secret: r.opt32()?,
+        bound: r.opt32()?,
+        reg_token: RegToken {
+            digest: r.bytes32()?,
+            issued_at: r.u64()?,
+            revoked: r.u8()? != 0,
+        },
+        metadata: Arc::new(Registered {
+            json: r.string()?.into_boxed_str(),
+            rules: read_rules(r)?,
+        }),
+        grace: None,
+    })
+}
+
+fn read_token(r: &mut Reader<'_>) -> Result<AccessToken, String> {
+    Ok(AccessToken {
+        client_id: r.string()?,
+        scope: r.string()?,
+        iat: r.u64()?,
+        exp: r.u64()?,
+        cnf: r.opt32()?,
+        dynamic: r.u8()? != 0,
+        uses_left: match r.u8()? {
+            0 => None,
+            _ => Some(r.u32()?),
+        },
+    })
 }
 
 /// Decodes one record (the whole of `bytes`).
 pub fn decode(bytes: &[u8]) -> Result<Change, String> {
     let mut r = Reader { buf: bytes, pos: 0 };
     let change = match r.u8()? {
-        CLIENT => {
-            let id = r.string()?;
-            let client = StoredClient {
-                issued_at: r.u64()?,
-                secret: r.opt32()?,
-                bound: r.opt32()?,
-                reg_token: r.bytes32()?,
-                reg_token_issued_at: r.u64()?,
-                reg_token_revoked: r.u8()? != 0,
-                metadata: Arc::new(Registered {
-                    json: r.string()?.into_boxed_str(),
-                    rules: read_rules(&mut r)?,
-                }),
-            };
-            Change::Client {
-                id,
-                client: Box::new(client),
-            }
-        }
+        CLIENT => Change::Client(Box::new(read_client(&mut r)?)),
         DELETE => Change::Delete { id: r.string()? },
         TOKEN => Change::Token {
             digest: r.bytes32()?,
-            token: AccessToken {
-                client_id: r.string()?,
-                scope: r.string()?,
-                iat: r.u64()?,
-                exp: r.u64()?,
-                cnf: r.opt32()?,
-                dynamic: r.u8()? != 0,
-                uses_left: match r.u8()? {
-                    0 => None,
-                    _ => Some(r.u32()?),
-                },
-            },
+            token: read_token(&mut r)?,
         },
         REVOKE => Change::Revoke {
             digest: r.bytes32()?,
         },
+        REGISTER => Change::Register {
+            client: Box::new(read_client(&mut r)?),
+            initial: match r.u8()? {
+                0 => None,
+                _ => Some((r.bytes32()?, read_token(&mut r)?)),
+            },
+        },
+        ISSUE => {
+            let digest = r.bytes32()?;
+            let token = read_token(&mut r)?;
+            let n = r.u32()? as usize;
+            if n > r.remaining() / 32 {
+                return Err("evicted count exceeds the record".into());
+            }
+            let evicted = (0..n).map(|_| r.bytes32()).collect::<Result<_, _>>()?;
+            Change::Issue {
+                digest,
+                token,
+                evicted,
+            }
+        }
         other => return Err(format!("unknown record type {other}")),
     };
     r.end()?;
     Ok(change)
+}
+
+/// A journal header record: the first record of every journal this release writes.
+pub fn encode_journal_header(generation: u64, out: &mut Vec<u8>) {
+    let mut w = Writer(out);
+    w.u8(JOURNAL_HEADER);
+    w.u32(1);
+    w.u64(generation);
+}
+
+/// Reads a journal header record: (format version, generation).
+pub fn decode_journal_header(bytes: &[u8]) -> Option<(u32, u64)> {
+    let mut r = Reader { buf: bytes, pos: 0 };
+    (r.u8().ok()? == JOURNAL_HEADER).then_some(())?;
+    let v = (r.u32().ok()?, r.u64().ok()?);
+    r.end().ok()?;
+    Some(v)
 }
 
 /// A snapshot header record.
@@ -343,51 +425,69 @@ impl Reader<'_> {
 mod tests {
     use super::*;
 
-    fn client() -> Change {
-        Change::Client {
-            id: "abc".into(),
-            client: Box::new(StoredClient {
-                issued_at: 7,
-                metadata: Arc::new(Registered {
-                    json: r#"{"client_name":"x"}"#.into(),
-                    rules: ClientRules {
-                        auth: AuthMethod::SelfSignedTlsClientAuth,
-                        client_credentials: true,
-                        scope: Some("a b".into()),
-                        subject: Some(SubjectRule::Ip("::1".parse().unwrap())),
-                        x5c: vec![[9u8; 32]].into(),
-                        jwks_uri: false,
-                        bound_tokens: true,
-                    },
-                }),
-                secret: Some([1u8; 32]),
-                bound: None,
-                reg_token: [2u8; 32],
-                reg_token_issued_at: 8,
-                reg_token_revoked: true,
+    fn client() -> ClientRecord {
+        ClientRecord {
+            client_id: "abc".into(),
+            version: 0,
+            issued_at: 7,
+            metadata: Arc::new(Registered {
+                json: r#"{"client_name":"x"}"#.into(),
+                rules: ClientRules {
+                    auth: AuthMethod::SelfSignedTlsClientAuth,
+                    client_credentials: true,
+                    scope: Some("a b".into()),
+                    subject: Some(SubjectRule::Ip("::1".parse().unwrap())),
+                    x5c: vec![[9u8; 32]].into(),
+                    jwks_uri: false,
+                    bound_tokens: true,
+                },
             }),
+            secret: Some([1u8; 32]),
+            bound: None,
+            reg_token: RegToken {
+                digest: [2u8; 32],
+                issued_at: 8,
+                revoked: true,
+            },
+            grace: None,
+        }
+    }
+
+    fn token() -> AccessToken {
+        AccessToken {
+            client_id: "abc".into(),
+            scope: "dcr".into(),
+            iat: 1,
+            exp: 2,
+            cnf: Some([4u8; 32]),
+            dynamic: true,
+            uses_left: Some(3),
         }
     }
 
     #[test]
     fn every_record_round_trips() {
-        let token = Change::Token {
-            digest: [3u8; 32],
-            token: AccessToken {
-                client_id: "abc".into(),
-                scope: "dcr".into(),
-                iat: 1,
-                exp: 2,
-                cnf: Some([4u8; 32]),
-                dynamic: true,
-                uses_left: Some(3),
-            },
-        };
         for change in [
-            client(),
-            token,
+            Change::Client(Box::new(client())),
+            Change::Token {
+                digest: [3u8; 32],
+                token: token(),
+            },
             Change::Delete { id: "abc".into() },
             Change::Revoke { digest: [5u8; 32] },
+            Change::Register {
+                client: Box::new(client()),
+                initial: Some(([6u8; 32], token())),
+            },
+            Change::Register {
+                client: Box::new(client()),
+                initial: None,
+            },
+            Change::Issue {
+                digest: [7u8; 32],
+                token: token(),
+                evicted: vec![[8u8; 32], [9u8; 32]],
+            },
         ] {
             let mut buf = Vec::new();
             encode(&change, &mut buf);
@@ -399,7 +499,7 @@ mod tests {
     #[test]
     fn truncated_or_padded_records_are_errors() {
         let mut buf = Vec::new();
-        encode(&client(), &mut buf);
+        encode(&Change::Client(Box::new(client())), &mut buf);
         for cut in 0..buf.len() {
             assert!(decode(&buf[..cut]).is_err(), "cut at {cut}");
         }

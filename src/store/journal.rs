@@ -1,23 +1,32 @@
-//! The journal: one writer thread, group commit, fsync before acknowledgement.
+//! The journal: one writer thread, group commit, fsync before anything is applied.
 //!
-//! Request handlers never touch the file. The registry frames each change and sends it
-//! (with a sequence number) to the writer thread; after its domain call a handler waits
-//! until the durable watermark passes the last sequence number issued so far. The writer
-//! drains everything queued, writes it in one `write`, calls `fdatasync` once, and moves
-//! the watermark: concurrent writers share one fsync.
+//! Request handlers never touch the file. A commit frames its record and queues it with a
+//! sequence number and an *apply* callback. The writer drains everything queued, writes it
+//! in one `write`, calls `fdatasync` once, and only then runs the callbacks (which make the
+//! changes visible in memory) and moves the durable watermark: concurrent commits share one
+//! fsync, and nothing is visible before it is on disk. Running the callbacks on the writer
+//! thread (not in the request's future) means a cancelled request can never leave a change
+//! half applied.
+//!
+//! When a write or fsync fails, every queued and later commit is refused (its callback runs
+//! with `false`) and the store reports itself failed: the process stops acknowledging
+//! changes and exits so a supervisor restarts it on what the disk holds (SPEC §7).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 
 use tokio::sync::watch;
 
 use super::{codec, frame, Change, StoreError};
 
+/// Runs once the record's fate is known: `true` when it is durable.
+pub type Apply = Box<dyn FnOnce(bool) + Send>;
+
 enum Cmd {
-    Append(u64, Vec<u8>),
+    Append(u64, Vec<u8>, Apply),
     /// Close the current journal and start generation `.0`; reply when done.
     Rotate(u64, mpsc::Sender<Result<(), String>>),
 }
@@ -28,8 +37,7 @@ pub struct Journal {
     // the writer sees records in sequence order. It is a leaf lock held for a channel send.
     tx: Mutex<(u64, mpsc::Sender<Cmd>)>,
     durable: watch::Receiver<u64>,
-    failed: std::sync::Arc<AtomicBool>,
-    dir: PathBuf,
+    failed: Arc<AtomicBool>,
 }
 
 /// The journal file name of generation `gen`.
@@ -40,12 +48,13 @@ pub fn journal_path(dir: &Path, gen: u64) -> PathBuf {
 // === impl Journal ===
 
 impl Journal {
-    /// Starts the writer on `journal-<gen>.log` in `dir` (appending if it exists).
+    /// Starts the writer on `journal-<gen>.log` in `dir`, appending; the file is created
+    /// (with its header) if it does not exist.
     pub fn open(dir: &Path, gen: u64) -> Result<Self, StoreError> {
         let file = open_append(dir, gen)?;
         let (tx, rx) = mpsc::channel();
         let (durable_tx, durable) = watch::channel(0u64);
-        let failed = std::sync::Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(AtomicBool::new(false));
         let writer = Writer {
             dir: dir.to_owned(),
             file,
@@ -56,18 +65,20 @@ impl Journal {
         std::thread::Builder::new()
             .name("certgate-journal".into())
             .spawn(move || writer.run())
-            .map_err(|e| StoreError(format!("cannot start the journal thread: {e}")))?;
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot start the journal thread: {e}"))
+            })?;
         Ok(Self {
             tx: Mutex::new((0, tx)),
             durable,
             failed,
-            dir: dir.to_owned(),
         })
     }
 
-    /// Queues a change. Call it while the state it describes is still locked, so changes
-    /// to one client reach the journal in the order they happened.
-    pub fn append(&self, change: &Change) {
+    /// Queues `change`; `apply` runs on the writer thread once its fate is known. Call it
+    /// while the state it describes is still locked, so changes to one record reach the
+    /// journal in the order they were decided. Returns the sequence number to `wait` for.
+    pub fn append(&self, change: &Change, apply: Apply) -> u64 {
         let mut buf = Vec::with_capacity(1024);
         frame::encode_with(&mut buf, |out| codec::encode(change, out));
         let mut guard = match self.tx.lock() {
@@ -76,39 +87,43 @@ impl Journal {
         };
         guard.0 += 1;
         let seq = guard.0;
-        if guard.1.send(Cmd::Append(seq, buf)).is_err() {
+        if let Err(mpsc::SendError(Cmd::Append(_, _, apply))) =
+            guard.1.send(Cmd::Append(seq, buf, apply))
+        {
             self.failed.store(true, Ordering::SeqCst);
+            apply(false);
         }
+        seq
     }
 
-    /// The sequence number of the last queued change.
-    pub fn last_seq(&self) -> u64 {
-        match self.tx.lock() {
-            Ok(g) => g.0,
-            Err(p) => p.into_inner().0,
-        }
-    }
-
-    /// Waits until every change queued before this call is on disk.
-    pub async fn sync(&self) -> Result<(), StoreError> {
-        let target = self.last_seq();
+    /// Waits until record `seq` is durable (and applied).
+    pub async fn wait(&self, seq: u64) -> Result<(), StoreError> {
         let mut rx = self.durable.clone();
         loop {
-            if self.failed.load(Ordering::SeqCst) {
-                return Err(StoreError(
-                    "the journal cannot be written; changes are refused".into(),
-                ));
-            }
-            if *rx.borrow_and_update() >= target {
+            if *rx.borrow_and_update() >= seq {
                 return Ok(());
             }
+            if self.failed.load(Ordering::SeqCst) {
+                return Err(failed());
+            }
             if rx.changed().await.is_err() {
-                return Err(StoreError("the journal writer stopped".into()));
+                return Err(failed());
             }
         }
     }
 
-    /// Finishes the current journal and starts generation `gen` (for a snapshot).
+    /// Resolves when the journal has failed (for the fail-stop exit).
+    pub async fn failure(&self) {
+        let mut rx = self.durable.clone();
+        while !self.failed.load(Ordering::SeqCst) {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Finishes the current journal — every record queued before is written, fsynced and
+    /// applied when this returns — and starts generation `gen` (for a snapshot).
     pub fn rotate(&self, gen: u64) -> Result<(), StoreError> {
         let (reply, answer) = mpsc::channel();
         {
@@ -119,35 +134,47 @@ impl Journal {
             guard
                 .1
                 .send(Cmd::Rotate(gen, reply))
-                .map_err(|_| StoreError("the journal writer stopped".into()))?;
+                .map_err(|_| failed())?;
         }
         answer
             .recv()
-            .map_err(|_| StoreError("the journal writer stopped".into()))?
-            .map_err(StoreError)
+            .map_err(|_| failed())?
+            .map_err(StoreError::Unavailable)
     }
 
     /// Whether a write or fsync has failed (no change is acknowledged any more).
     pub fn has_failed(&self) -> bool {
         self.failed.load(Ordering::SeqCst)
     }
-
-    /// The data directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
 }
 
+fn failed() -> StoreError {
+    StoreError::Unavailable("storage: the journal cannot be written".into())
+}
+
+/// Opens journal `gen` for appending. A new journal is created whole — header written and
+/// synced under a temporary name, then renamed — so a journal without its header is damage,
+/// never a crash artefact.
 fn open_append(dir: &Path, gen: u64) -> Result<File, StoreError> {
     let path = journal_path(dir, gen);
-    let file = OpenOptions::new()
-        .create(true)
+    let err = |what: &str, e: std::io::Error| {
+        StoreError::Unavailable(format!("{}: {what}: {e}", path.display()))
+    };
+    if !path.exists() {
+        let tmp = path.with_extension("log.tmp");
+        let mut header = Vec::new();
+        frame::encode_with(&mut header, |o| codec::encode_journal_header(gen, o));
+        let mut file = File::create(&tmp).map_err(|e| err("cannot create", e))?;
+        file.write_all(&header)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| err("cannot write", e))?;
+        fs::rename(&tmp, &path).map_err(|e| err("cannot rename", e))?;
+        sync_dir(dir).map_err(|e| err("cannot sync the directory", e))?;
+    }
+    OpenOptions::new()
         .append(true)
         .open(&path)
-        .map_err(|e| StoreError(format!("{}: cannot open: {e}", path.display())))?;
-    // The new directory entry must survive a crash too.
-    sync_dir(dir).map_err(|e| StoreError(format!("{}: cannot sync: {e}", dir.display())))?;
-    Ok(file)
+        .map_err(|e| err("cannot open", e))
 }
 
 /// fsyncs a directory so a created or renamed entry is durable.
@@ -160,12 +187,13 @@ struct Writer {
     file: File,
     rx: mpsc::Receiver<Cmd>,
     durable: watch::Sender<u64>,
-    failed: std::sync::Arc<AtomicBool>,
+    failed: Arc<AtomicBool>,
 }
 
 impl Writer {
     fn run(mut self) {
         let mut batch = Vec::with_capacity(64 * 1024);
+        let mut applies: Vec<Apply> = Vec::new();
         while let Ok(first) = self.rx.recv() {
             let mut pending = Some(first);
             let mut last_seq = None;
@@ -173,50 +201,70 @@ impl Writer {
             // Group commit: take everything already queued, up to a rotation.
             while let Some(cmd) = pending.take() {
                 match cmd {
-                    Cmd::Append(seq, bytes) => {
+                    Cmd::Append(seq, bytes, apply) => {
                         batch.extend_from_slice(&bytes);
+                        applies.push(apply);
                         last_seq = Some(seq);
                         pending = self.rx.try_recv().ok();
                     }
                     Cmd::Rotate(gen, reply) => {
-                        let r = self
-                            .flush(&batch, last_seq.take())
-                            .and_then(|()| self.rotate(gen));
+                        self.flush(&batch, &mut applies, last_seq.take());
                         batch.clear();
+                        let r = if self.failed.load(Ordering::SeqCst) {
+                            Err("the journal has failed".to_owned())
+                        } else {
+                            self.rotate(gen)
+                        };
                         let _ = reply.send(r);
                         pending = self.rx.try_recv().ok();
                     }
                 }
             }
-            if let Err(e) = self.flush(&batch, last_seq) {
-                tracing::error!(error = %e, "journal write failed; refusing further changes");
-            }
+            self.flush(&batch, &mut applies, last_seq);
         }
     }
 
-    fn flush(&mut self, batch: &[u8], last_seq: Option<u64>) -> Result<(), String> {
-        let Some(seq) = last_seq else { return Ok(()) };
-        if self.failed.load(Ordering::SeqCst) {
-            return Err("journal already failed".into());
+    /// Writes and syncs `batch`, then applies its records (or refuses them all).
+    fn flush(&mut self, batch: &[u8], applies: &mut Vec<Apply>, last_seq: Option<u64>) {
+        let Some(seq) = last_seq else { return };
+        let ok = !self.failed.load(Ordering::SeqCst)
+            && match self
+                .file
+                .write_all(batch)
+                .and_then(|()| self.file.sync_data())
+            {
+                Ok(()) => true,
+                Err(e) => {
+                    // After a failed fsync the kernel may have dropped the dirty pages: the
+                    // only safe answer is to stop acknowledging changes.
+                    tracing::error!(error = %e, "journal write failed; refusing every further change");
+                    self.failed.store(true, Ordering::SeqCst);
+                    false
+                }
+            };
+        for apply in applies.drain(..) {
+            apply(ok);
         }
-        let r = self
-            .file
-            .write_all(batch)
-            .and_then(|()| self.file.sync_data());
-        if let Err(e) = r {
-            // After a failed fsync the kernel may have dropped the dirty pages: the only
-            // safe answer is to stop acknowledging changes.
-            self.failed.store(true, Ordering::SeqCst);
+        if ok {
+            self.durable.send_replace(seq);
+        } else {
             self.durable.send_modify(|_| {});
-            return Err(format!("journal write failed: {e}"));
         }
-        self.durable.send_replace(seq);
-        Ok(())
     }
 
     fn rotate(&mut self, gen: u64) -> Result<(), String> {
-        self.file = open_append(&self.dir, gen).map_err(|e| e.0)?;
-        Ok(())
+        match open_append(&self.dir, gen) {
+            Ok(file) => {
+                self.file = file;
+                Ok(())
+            }
+            Err(e) => {
+                // A journal that cannot be started is a journal that cannot be written.
+                self.failed.store(true, Ordering::SeqCst);
+                self.durable.send_modify(|_| {});
+                Err(e.to_string())
+            }
+        }
     }
 }
 

@@ -13,6 +13,37 @@ use super::frame::{self, Tail};
 use super::journal::{self, journal_path, sync_dir};
 use super::{codec, Change, StoreError};
 
+/// Present in every data directory this release has written: from then on every journal
+/// must start with its header and every generation must be there, so a deleted or emptied
+/// file is detected instead of silently starting with less (SPEC §7).
+pub const MARKER: &str = "certgate-data";
+
+/// What recovery found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recovered {
+    /// The journal generation to keep appending to.
+    pub generation: u64,
+    /// Written by an earlier release (no marker): to be converted by a snapshot.
+    pub legacy: bool,
+}
+
+/// Marks `dir` as written by this release (after its first journal exists).
+pub fn mark(dir: &Path) -> Result<(), StoreError> {
+    let path = dir.join(MARKER);
+    let tmp = dir.join(format!("{MARKER}.tmp"));
+    let io = |e: std::io::Error| unavailable(format!("{}: {e}", path.display()));
+    let mut file = fs::File::create(&tmp).map_err(io)?;
+    file.write_all(b"certgate data directory, format 2\n")
+        .and_then(|()| file.sync_all())
+        .map_err(io)?;
+    fs::rename(&tmp, &path).map_err(io)?;
+    sync_dir(dir).map_err(io)
+}
+
+fn unavailable(why: String) -> StoreError {
+    StoreError::Unavailable(why)
+}
+
 /// The snapshot file name of generation `gen`.
 pub fn snapshot_path(dir: &Path, gen: u64) -> PathBuf {
     dir.join(format!("snapshot-{gen:020}.snap"))
@@ -26,7 +57,7 @@ pub fn write(
 ) -> Result<u64, StoreError> {
     let path = snapshot_path(dir, gen);
     let tmp = path.with_extension("snap.tmp");
-    let io = |e: std::io::Error| StoreError(format!("{}: {e}", tmp.display()));
+    let io = |e: std::io::Error| unavailable(format!("{}: {e}", tmp.display()));
     let mut file = fs::File::create(&tmp).map_err(io)?;
     // Frames are encoded straight into one large buffer that goes to the file as is: no
     // second copy through a BufWriter (copying dominates the cost of a snapshot).
@@ -48,8 +79,8 @@ pub fn write(
     let size = file.metadata().map_err(io)?.len();
     drop(file);
     fs::rename(&tmp, &path)
-        .map_err(|e| StoreError(format!("{}: cannot rename: {e}", path.display())))?;
-    sync_dir(dir).map_err(|e| StoreError(format!("{}: cannot sync: {e}", dir.display())))?;
+        .map_err(|e| unavailable(format!("{}: cannot rename: {e}", path.display())))?;
+    sync_dir(dir).map_err(|e| unavailable(format!("{}: cannot sync: {e}", dir.display())))?;
     Ok(size)
 }
 
@@ -67,45 +98,141 @@ pub fn remove_older(dir: &Path, gen: u64) {
 }
 
 /// Loads the newest snapshot and replays the journals after it, calling `apply` for each
-/// change in order. Returns the generation to keep appending to.
+/// change in order.
 ///
-/// A torn last record of the last journal is dropped with a warning (and cut off, so new
-/// records do not follow garbage); any other damage refuses to start, naming the file and
-/// byte offset.
+/// A torn last record is dropped with a warning (and cut off, so new records do not follow
+/// garbage) when nothing but empty journals follows it — a graceful stop on a full disk can
+/// leave one. Any other damage refuses to start, naming the file and byte offset; so does a
+/// file that should be there and is not (a journal generation, or the snapshot a journal
+/// continues from), or a journal emptied of its header.
 ///
 /// `apply` is called from several threads while the snapshot loads (a snapshot holds each
-/// client once, so its records commute), then in order for the journals.
-pub fn recover(dir: &Path, apply: impl Fn(Change) + Sync) -> Result<u64, StoreError> {
+/// record once, so its records commute), then in order for the journals.
+pub fn recover(dir: &Path, apply: impl Fn(Change) + Sync) -> Result<Recovered, StoreError> {
     fs::create_dir_all(dir)
-        .map_err(|e| StoreError(format!("{}: cannot create: {e}", dir.display())))?;
+        .map_err(|e| unavailable(format!("{}: cannot create: {e}", dir.display())))?;
     for entry in fs::read_dir(dir)
-        .map_err(|e| StoreError(format!("{}: {e}", dir.display())))?
+        .map_err(|e| unavailable(format!("{}: {e}", dir.display())))?
         .flatten()
     {
         if entry.file_name().to_string_lossy().ends_with(".tmp") {
-            // An interrupted snapshot write: the previous snapshot is still complete.
+            // An interrupted snapshot or journal start: what it replaces is still complete.
             let _ = fs::remove_file(entry.path());
         }
     }
+    let marked = dir.join(MARKER).exists();
     let (snapshots, journals) = generations(dir)?;
+    if snapshots.is_empty() && journals.is_empty() {
+        if marked {
+            return Err(damaged(dir, "journal-00000000000000000000.log is missing"));
+        }
+        // A new data directory.
+        return Ok(Recovered {
+            generation: 0,
+            legacy: false,
+        });
+    }
     let base = snapshots.last().copied();
     if let Some(gen) = base {
         load_snapshot(&snapshot_path(dir, gen), gen, &apply)?;
     }
-    let live: Vec<u64> = journals
+    let first = base.unwrap_or(0);
+    let live: Vec<u64> = journals.iter().copied().filter(|g| *g >= first).collect();
+    // Every generation from the snapshot's (or 0) to the newest must be there.
+    let mut expected = first;
+    for gen in &live {
+        if *gen != expected {
+            break;
+        }
+        expected += 1;
+    }
+    if live.first() != Some(&first) || expected != live.last().map_or(first, |g| g + 1) {
+        let missing = journal_path(dir, expected);
+        let why = match base {
+            Some(b) if expected == b => format!(
+                "{} is missing: the journal that continues snapshot-{b:020}.snap",
+                missing.display()
+            ),
+            None if expected == 0 => format!(
+                "{} is missing: no snapshot covers the changes before it",
+                missing.display()
+            ),
+            _ => format!("{} is missing", missing.display()),
+        };
+        return Err(damaged(dir, &why));
+    }
+    let contents: Vec<Vec<u8>> = live
         .iter()
-        .copied()
-        .filter(|g| base.is_none_or(|b| *g >= b))
-        .collect();
+        .map(|gen| {
+            let path = journal_path(dir, *gen);
+            fs::read(&path)
+                .map_err(|e| unavailable(format!("{}: cannot read: {e}", path.display())))
+        })
+        .collect::<Result<_, _>>()?;
+    let records: Vec<usize> = contents
+        .iter()
+        .zip(&live)
+        .map(|(bytes, gen)| check_journal_start(dir, *gen, bytes, marked))
+        .collect::<Result<_, _>>()?;
     for (i, gen) in live.iter().enumerate() {
-        let last = i + 1 == live.len();
-        replay_journal(&journal_path(dir, *gen), last, &apply)?;
+        // A torn tail is a torn tail whatever empty journals a stop left after it.
+        let last = records[i + 1..].iter().all(|n| *n == 0);
+        replay_journal(&journal_path(dir, *gen), &contents[i], last, &apply)?;
     }
     // Journals a snapshot already covers (a crash between rename and clean-up).
-    for g in journals.iter().filter(|g| base.is_some_and(|b| **g < b)) {
+    for g in journals.iter().filter(|g| **g < first) {
         journal::remove(dir, *g);
     }
-    Ok(live.last().copied().or(base).unwrap_or(0))
+    Ok(Recovered {
+        generation: live.last().copied().unwrap_or(first),
+        legacy: !marked,
+    })
+}
+
+fn damaged(dir: &Path, why: &str) -> StoreError {
+    unavailable(format!(
+        "{}: damaged data directory, refusing to start with less than was acknowledged: {why}",
+        dir.display()
+    ))
+}
+
+/// Checks a journal's header (required in a marked directory) and returns how many
+/// records follow it.
+fn check_journal_start(
+    dir: &Path,
+    gen: u64,
+    bytes: &[u8],
+    marked: bool,
+) -> Result<usize, StoreError> {
+    let (records, tail) = frame::decode(bytes);
+    if let (true, Tail::Corrupt { offset }) = (records.is_empty(), tail) {
+        return Err(unavailable(format!(
+            "{}: corrupt journal at byte offset {offset}: damaged record followed by more data",
+            journal_path(dir, gen).display()
+        )));
+    }
+    let header = records
+        .first()
+        .and_then(|r| codec::decode_journal_header(r));
+    match header {
+        Some((1, g)) if g == gen => Ok(records.len() - 1),
+        Some(_) => Err(damaged(
+            dir,
+            &format!(
+                "{}: unexpected journal header",
+                journal_path(dir, gen).display()
+            ),
+        )),
+        None if marked => Err(damaged(
+            dir,
+            &format!(
+                "{}: the journal header is missing (emptied or overwritten)",
+                journal_path(dir, gen).display()
+            ),
+        )),
+        // An earlier release wrote journals without a header.
+        None => Ok(records.len()),
+    }
 }
 
 fn load_snapshot(
@@ -114,10 +241,10 @@ fn load_snapshot(
     apply: &(impl Fn(Change) + Sync),
 ) -> Result<(), StoreError> {
     let bytes =
-        fs::read(path).map_err(|e| StoreError(format!("{}: cannot read: {e}", path.display())))?;
+        fs::read(path).map_err(|e| unavailable(format!("{}: cannot read: {e}", path.display())))?;
     let (records, tail) = frame::decode(&bytes);
     let corrupt = |offset: usize, why: &str| {
-        StoreError(format!(
+        unavailable(format!(
             "{}: corrupt snapshot at byte offset {offset}: {why}",
             path.display()
         ))
@@ -173,14 +300,21 @@ fn load_snapshot(
     }
 }
 
-fn replay_journal(path: &Path, last: bool, apply: &impl Fn(Change)) -> Result<(), StoreError> {
-    let bytes =
-        fs::read(path).map_err(|e| StoreError(format!("{}: cannot read: {e}", path.display())))?;
-    let (records, tail) = frame::decode(&bytes);
+fn replay_journal(
+    path: &Path,
+    bytes: &[u8],
+    last: bool,
+    apply: &impl Fn(Change),
+) -> Result<(), StoreError> {
+    let (records, tail) = frame::decode(bytes);
     let mut offset = 0usize;
     for record in records {
+        if offset == 0 && codec::decode_journal_header(record).is_some() {
+            offset += 8 + record.len();
+            continue;
+        }
         let change = codec::decode(record).map_err(|e| {
-            StoreError(format!(
+            unavailable(format!(
                 "{}: corrupt journal at byte offset {offset}: unreadable record: {e}",
                 path.display()
             ))
@@ -200,14 +334,14 @@ fn replay_journal(path: &Path, last: bool, apply: &impl Fn(Change)) -> Result<()
             let file = fs::OpenOptions::new()
                 .write(true)
                 .open(path)
-                .map_err(|e| StoreError(format!("{}: {e}", path.display())))?;
+                .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
             file.set_len(offset as u64)
                 .and_then(|()| file.sync_all())
                 .map_err(|e| {
-                    StoreError(format!("{}: cannot cut the torn tail: {e}", path.display()))
+                    unavailable(format!("{}: cannot cut the torn tail: {e}", path.display()))
                 })
         }
-        Tail::Torn { offset } | Tail::Corrupt { offset } => Err(StoreError(format!(
+        Tail::Torn { offset } | Tail::Corrupt { offset } => Err(unavailable(format!(
             "{}: corrupt journal at byte offset {offset}: damaged record followed by more data",
             path.display()
         ))),
@@ -219,7 +353,7 @@ fn generations(dir: &Path) -> Result<(Vec<u64>, Vec<u64>), StoreError> {
     let mut snapshots = Vec::new();
     let mut journals = Vec::new();
     for entry in fs::read_dir(dir)
-        .map_err(|e| StoreError(format!("{}: {e}", dir.display())))?
+        .map_err(|e| unavailable(format!("{}: {e}", dir.display())))?
         .flatten()
     {
         let name = entry.file_name();
@@ -249,37 +383,177 @@ fn generations(dir: &Path) -> Result<(Vec<u64>, Vec<u64>), StoreError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn recover_on_an_empty_dir_starts_at_generation_zero() {
-        let dir = tempfile::tempdir().unwrap();
-        let n = std::sync::atomic::AtomicUsize::new(0);
-        let gen = recover(dir.path(), |_| {
-            n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    /// A journal file as this release writes it: header, then `records` deletions.
+    fn journal(dir: &Path, gen: u64, records: usize) {
+        let mut out = Vec::new();
+        frame::encode_with(&mut out, |o| codec::encode_journal_header(gen, o));
+        for i in 0..records {
+            frame::encode_with(&mut out, |o| {
+                codec::encode(
+                    &Change::Delete {
+                        id: format!("j{gen}-{i}"),
+                    },
+                    o,
+                )
+            });
+        }
+        fs::write(journal_path(dir, gen), out).unwrap();
+    }
+
+    fn snapshot(dir: &Path, gen: u64, records: usize) {
+        let changes = (0..records).map(|i| Change::Delete {
+            id: format!("s{i}"),
         });
-        assert_eq!(gen.unwrap(), 0);
-        assert_eq!(n.into_inner(), 0);
+        write(dir, gen, changes).unwrap();
+    }
+
+    fn count(dir: &Path) -> Result<(Recovered, usize), StoreError> {
+        let n = std::sync::atomic::AtomicUsize::new(0);
+        let r = recover(dir, |_| {
+            n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        })?;
+        Ok((r, n.into_inner()))
     }
 
     #[test]
-    fn snapshot_round_trip_and_truncation_is_refused() {
+    fn recover_on_an_empty_dir_starts_at_generation_zero() {
         let dir = tempfile::tempdir().unwrap();
-        let changes = (0..10).map(|i| Change::Delete {
-            id: format!("c{i}"),
-        });
-        write(dir.path(), 3, changes).unwrap();
-        let seen = std::sync::Mutex::new(Vec::new());
-        let gen = recover(dir.path(), |c| seen.lock().unwrap().push(c)).unwrap();
-        assert_eq!(gen, 3);
-        assert_eq!(seen.into_inner().unwrap().len(), 10);
+        let (r, n) = count(dir.path()).unwrap();
+        assert_eq!(
+            r,
+            Recovered {
+                generation: 0,
+                legacy: false
+            }
+        );
+        assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn snapshot_and_journals_replay_and_a_truncated_snapshot_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        snapshot(dir.path(), 3, 10);
+        journal(dir.path(), 3, 2);
+        journal(dir.path(), 4, 1);
+        mark(dir.path()).unwrap();
+        let (r, n) = count(dir.path()).unwrap();
+        assert_eq!(
+            r,
+            Recovered {
+                generation: 4,
+                legacy: false
+            }
+        );
+        assert_eq!(n, 13);
 
         let path = snapshot_path(dir.path(), 3);
         let bytes = fs::read(&path).unwrap();
         fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
-        let err = recover(dir.path(), |_| {}).unwrap_err();
+        let err = count(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("snapshot-00000000000000000003.snap"), "{err}");
+        assert!(err.contains("offset"), "{err}");
+    }
+
+    #[test]
+    fn a_deleted_journal_or_snapshot_refuses_to_start_naming_it() {
+        // The journal that continues the snapshot.
+        let dir = tempfile::tempdir().unwrap();
+        snapshot(dir.path(), 2, 5);
+        journal(dir.path(), 2, 3);
+        mark(dir.path()).unwrap();
+        fs::remove_file(journal_path(dir.path(), 2)).unwrap();
+        let err = count(dir.path()).unwrap_err().to_string();
         assert!(
-            err.0.contains("snapshot-00000000000000000003.snap"),
+            err.contains("journal-00000000000000000002.log is missing"),
             "{err}"
         );
-        assert!(err.0.contains("offset"), "{err}");
+
+        // A generation in the middle.
+        let dir = tempfile::tempdir().unwrap();
+        journal(dir.path(), 0, 3);
+        journal(dir.path(), 1, 3);
+        journal(dir.path(), 2, 3);
+        mark(dir.path()).unwrap();
+        fs::remove_file(journal_path(dir.path(), 1)).unwrap();
+        let err = count(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("journal-00000000000000000001.log is missing"),
+            "{err}"
+        );
+
+        // The snapshot a journal continues from (and the journals it replaced).
+        let dir = tempfile::tempdir().unwrap();
+        snapshot(dir.path(), 4, 5);
+        journal(dir.path(), 4, 3);
+        mark(dir.path()).unwrap();
+        fs::remove_file(snapshot_path(dir.path(), 4)).unwrap();
+        let err = count(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("journal-00000000000000000000.log is missing"),
+            "{err}"
+        );
+
+        // Everything, in a directory this release wrote.
+        let dir = tempfile::tempdir().unwrap();
+        journal(dir.path(), 0, 3);
+        mark(dir.path()).unwrap();
+        fs::remove_file(journal_path(dir.path(), 0)).unwrap();
+        assert!(count(dir.path()).is_err());
+    }
+
+    #[test]
+    fn an_emptied_journal_refuses_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        snapshot(dir.path(), 1, 5);
+        journal(dir.path(), 1, 20);
+        mark(dir.path()).unwrap();
+        fs::write(journal_path(dir.path(), 1), b"").unwrap();
+        let err = count(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("journal-00000000000000000001.log"), "{err}");
+        assert!(err.contains("header is missing"), "{err}");
+    }
+
+    #[test]
+    fn an_earlier_releases_directory_loads_without_headers_or_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        snapshot(dir.path(), 1, 5);
+        let mut out = Vec::new();
+        frame::encode_with(&mut out, |o| {
+            codec::encode(&Change::Delete { id: "x".into() }, o)
+        });
+        fs::write(journal_path(dir.path(), 1), &out).unwrap();
+        fs::write(journal_path(dir.path(), 2), b"").unwrap();
+        let (r, n) = count(dir.path()).unwrap();
+        assert_eq!(
+            r,
+            Recovered {
+                generation: 2,
+                legacy: true
+            }
+        );
+        assert_eq!(n, 6);
+    }
+
+    #[test]
+    fn a_torn_tail_before_empty_later_journals_is_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        journal(dir.path(), 0, 4);
+        let path = journal_path(dir.path(), 0);
+        let bytes = fs::read(&path).unwrap();
+        fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        // What a graceful stop on a full disk leaves: the next generation, empty.
+        journal(dir.path(), 1, 0);
+        mark(dir.path()).unwrap();
+        let (r, n) = count(dir.path()).unwrap();
+        assert_eq!(r.generation, 1);
+        assert_eq!(n, 3);
+        // The torn record was cut off: a second start is clean.
+        assert_eq!(count(dir.path()).unwrap().1, 3);
+
+        // With records after it, the same damage is corruption.
+        journal(dir.path(), 1, 1);
+        let bytes = fs::read(&path).unwrap();
+        fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        assert!(count(dir.path()).is_err());
     }
 }

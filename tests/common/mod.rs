@@ -62,7 +62,7 @@ impl Server {
         let app = Arc::new(certgate::App::start(config, clock.clone()).unwrap());
         let served = app.clone();
         let task = tokio::spawn(async move {
-            certgate::server::serve(served, listeners, async {
+            let _ = certgate::serve(served, listeners, async {
                 let _ = stopped.await;
             })
             .await;

@@ -1,0 +1,690 @@
+//! The embedded store: `dashmap`s in this process, made durable (when `store.data_dir` is
+//! set) by the journal and snapshots.
+//!
+//! A commit locks the record's entry, compares versions, and marks the entry *pending*;
+//! the journal writer applies the change once it is on disk (see `journal`). Until then
+//! readers see the last committed record and a competing commit waits for the pending one
+//! to settle, then reports a conflict so its caller decides again: of N requests racing on
+//! one record exactly one commits, and nothing is visible before it is durable (SPEC §7: a
+//! request answered 503 changed nothing anyone can see).
+//!
+//! Lock order: `clients` → `reg_index`; `issued` → `tokens` → `clients`; never the other way
+//! round, and a map guard is never held across an `.await` or while a commit is queued.
+//! Without a data directory a commit is applied at once, by the same callback.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+
+use dashmap::DashMap;
+use tokio::sync::Notify;
+
+use super::journal::{Apply, Journal};
+use super::snapshot::{self, Recovered};
+use super::{Change, FoundToken, SnapshotStats, StoreError};
+use crate::clock::Clock;
+use crate::model::{AccessToken, ClientRecord};
+use crate::secret::Digest;
+
+/// `clients` keys are server-generated random ids; look-ups with hostile keys cannot
+/// insert, so a fast non-keyed hash is safe here.
+type Fx = rustc_hash::FxBuildHasher;
+
+/// Keys that are SHA-256 digests are uniformly random already: folding their words is
+/// hash enough.
+type ByDigest = std::hash::BuildHasherDefault<DigestHasher>;
+
+/// Hashes a digest by folding its 8-byte words.
+#[derive(Default)]
+pub struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // A [u8; 32] key arrives as one 32-byte write (after its length, below).
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(29) ^ u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_usize(&mut self, _: usize) {}
+}
+
+/// A client's committed record, and whether a change to it is on its way to disk.
+struct Slot {
+    rec: Arc<ClientRecord>,
+    pending: bool,
+}
+
+/// An access token, and whether a change to it (a spent use) is on its way to disk.
+struct TokenSlot {
+    token: Box<AccessToken>,
+    pending: bool,
+}
+
+/// The maps, shared with the journal writer's apply callbacks.
+struct Maps {
+    clients: DashMap<String, Slot, Fx>,
+    /// Registration token digest (current, or just replaced in grace) → client id.
+    reg_index: DashMap<Digest, String, ByDigest>,
+    tokens: DashMap<Digest, TokenSlot, ByDigest>,
+    /// Each client's access tokens, oldest first (`tokens.max_active_per_client`).
+    issued: DashMap<String, VecDeque<(u64, Digest)>, Fx>,
+    /// Registrations per bound certificate, committed and pending.
+    per_cert: DashMap<[u8; 32], u32, ByDigest>,
+    /// Woken whenever a pending change settles.
+    settled: Notify,
+}
+
+/// The journal and the snapshot bookkeeping.
+struct Durable {
+    journal: Journal,
+    dir: PathBuf,
+    // Serializes snapshots; held only by the (blocking) snapshot task.
+    generation: Mutex<u64>,
+}
+
+/// The embedded store.
+pub struct MemoryStore {
+    maps: Arc<Maps>,
+    durable: Option<Durable>,
+    clock: Arc<dyn Clock>,
+}
+
+// === impl MemoryStore ===
+
+impl MemoryStore {
+    /// A store in memory only.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        // Many shards keep each shard's lock short, also while a snapshot copies it.
+        Self {
+            maps: Arc::new(Maps {
+                clients: DashMap::with_capacity_and_hasher_and_shard_amount(0, Fx::default(), 64),
+                reg_index: DashMap::with_capacity_and_hasher_and_shard_amount(
+                    0,
+                    ByDigest::default(),
+                    64,
+                ),
+                tokens: DashMap::with_capacity_and_hasher_and_shard_amount(
+                    0,
+                    ByDigest::default(),
+                    64,
+                ),
+                issued: DashMap::default(),
+                per_cert: DashMap::default(),
+                settled: Notify::new(),
+            }),
+            durable: None,
+            clock,
+        }
+    }
+
+    /// A store recovered from `dir` (snapshot + journals), journaling every change there.
+    pub fn open(dir: &Path, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        let mut store = Self::new(clock);
+        let started = std::time::Instant::now();
+        let Recovered { generation, legacy } =
+            snapshot::recover(dir, |change| store.maps.restore(change))?;
+        let pruned = store.prune();
+        // A snapshot loads on several threads: put each client's tokens back in issue order.
+        for mut issued in store.maps.issued.iter_mut() {
+            issued.make_contiguous().sort_unstable();
+        }
+        tracing::info!(
+            dir = %dir.display(),
+            clients = store.maps.clients.len(),
+            tokens = store.maps.tokens.len(),
+            pruned,
+            ms = started.elapsed().as_millis() as u64,
+            "registry restored"
+        );
+        store.durable = Some(Durable {
+            journal: Journal::open(dir, generation)?,
+            dir: dir.to_owned(),
+            generation: Mutex::new(generation),
+        });
+        if legacy {
+            // Written by an earlier release: convert it (a snapshot starts a journal with a
+            // header), then mark it, so from now on a missing file is detected.
+            store.snapshot()?;
+            tracing::info!(dir = %dir.display(), "data directory converted to this release's format");
+        }
+        snapshot::mark(dir)?;
+        Ok(store)
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    fn journal(&self) -> Option<&Journal> {
+        self.durable.as_ref().map(|d| &d.journal)
+    }
+
+    /// Queues `change` with `apply`, or applies it at once without a journal; returns the
+    /// sequence number to wait for.
+    fn commit(&self, change: impl FnOnce() -> Change, apply: Apply) -> Option<u64> {
+        match self.journal() {
+            Some(journal) => Some(journal.append(&change(), apply)),
+            None => {
+                apply(true);
+                None
+            }
+        }
+    }
+
+    /// Waits for `seq` to be durable (and applied).
+    async fn durable(&self, seq: Option<u64>) -> Result<(), StoreError> {
+        match (seq, self.journal()) {
+            (Some(seq), Some(journal)) => journal.wait(seq).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// The client `id`, as last committed.
+    pub async fn client(&self, id: &str) -> Result<Option<Arc<ClientRecord>>, StoreError> {
+        Ok(self.maps.clients.get(id).map(|s| s.rec.clone()))
+    }
+
+    /// The client a registration token digest points at.
+    pub async fn client_by_reg_token(
+        &self,
+        digest: &Digest,
+    ) -> Result<Option<Arc<ClientRecord>>, StoreError> {
+        let Some(id) = self.maps.reg_index.get(digest).map(|e| e.value().clone()) else {
+            return Ok(None);
+        };
+        self.client(&id).await
+    }
+
+    /// Inserts a new client, spending one use of `initial` with it.
+    pub async fn register(
+        &self,
+        client: ClientRecord,
+        initial: Option<Digest>,
+        quota: u32,
+    ) -> Result<(), StoreError> {
+        let maps = &self.maps;
+        // The only wait before the commit is queued: from here on nothing is awaited until
+        // the apply callback owns every reservation, so a cancelled request leaks none.
+        let spent = match initial {
+            None => None,
+            Some(digest) => Some((digest, self.take_use(&digest).await?)),
+        };
+        if let Some(sha) = client.bound {
+            let mut n = maps.per_cert.entry(sha).or_insert(0);
+            if *n >= quota {
+                drop(n);
+                if let Some((digest, _)) = &spent {
+                    maps.settle_token(digest, None);
+                    maps.settled.notify_waiters();
+                }
+                return Err(StoreError::Quota);
+            }
+            *n += 1;
+        }
+        let change = Change::Register {
+            client: Box::new(client.clone()),
+            initial: spent.clone(),
+        };
+        let apply_maps = maps.clone();
+        let seq = self.commit(
+            || change,
+            Box::new(move |ok| {
+                if let Some((digest, token)) = spent {
+                    apply_maps.settle_token(&digest, ok.then_some(token));
+                }
+                match (ok, client.bound) {
+                    (true, _) => apply_maps.insert_client(client),
+                    (false, Some(sha)) => apply_maps.unbind(&sha),
+                    (false, None) => {}
+                }
+                apply_maps.settled.notify_waiters();
+            }),
+        );
+        self.durable(seq).await
+    }
+
+    /// Marks one use of an initial access token as being spent (the entry stays pending
+    /// until the registration settles); returns the token's state after the use.
+    async fn take_use(&self, digest: &Digest) -> Result<AccessToken, StoreError> {
+        loop {
+            let settled = self.maps.settled.notified();
+            let mut settled = pin!(settled);
+            settled.as_mut().enable();
+            {
+                let Some(mut slot) = self.maps.tokens.get_mut(digest) else {
+                    return Err(StoreError::Spent);
+                };
+                if !slot.pending {
+                    let mut token = (*slot.token).clone();
+                    match token.uses_left {
+                        Some(n) if n > 0 => token.uses_left = Some(n - 1),
+                        _ => return Err(StoreError::Spent),
+                    }
+                    slot.pending = true;
+                    return Ok(token);
+                }
+            }
+            settled.await;
+        }
+    }
+
+    /// Replaces `old` with `new` if `old` is still the committed version.
+    pub async fn replace(&self, old: &ClientRecord, new: ClientRecord) -> Result<(), StoreError> {
+        self.change_client(old, Some(new)).await
+    }
+
+    /// Deletes `old` if it is still the committed version.
+    pub async fn delete(&self, old: &ClientRecord) -> Result<(), StoreError> {
+        self.change_client(old, None).await
+    }
+
+    async fn change_client(
+        &self,
+        old: &ClientRecord,
+        new: Option<ClientRecord>,
+    ) -> Result<(), StoreError> {
+        let maps = &self.maps;
+        let settled = maps.settled.notified();
+        let mut settled = pin!(settled);
+        settled.as_mut().enable();
+        let previous = {
+            let Some(mut slot) = maps.clients.get_mut(&old.client_id) else {
+                return Err(StoreError::Conflict);
+            };
+            if slot.rec.version != old.version {
+                return Err(StoreError::Conflict);
+            }
+            if slot.pending {
+                drop(slot);
+                // Another change to this client is on its way to disk: once it settles the
+                // caller must look again.
+                settled.await;
+                return Err(StoreError::Conflict);
+            }
+            // Pending from here until the apply callback: no other change to this client
+            // is queued meanwhile, so per client the journal's order is the order of
+            // versions.
+            slot.pending = true;
+            slot.rec.clone()
+        };
+        let new = new.map(|mut n| {
+            n.version = old.version + 1;
+            n
+        });
+        let change = || match &new {
+            Some(n) => Change::Client(Box::new(n.clone())),
+            None => Change::Delete {
+                id: old.client_id.clone(),
+            },
+        };
+        let apply_maps = maps.clone();
+        let id = old.client_id.clone();
+        let journal_new = change();
+        let seq = self.commit(
+            || journal_new,
+            Box::new(move |ok| {
+                match (ok, new) {
+                    (true, Some(n)) => apply_maps.update_client(&previous, n),
+                    (true, None) => apply_maps.remove_client(&id),
+                    (false, _) => {
+                        if let Some(mut slot) = apply_maps.clients.get_mut(&id) {
+                            slot.pending = false;
+                        }
+                    }
+                }
+                apply_maps.settled.notify_waiters();
+            }),
+        );
+        self.durable(seq).await
+    }
+
+    /// The access token with digest `digest`.
+    pub async fn access_token(&self, digest: &Digest) -> Result<Option<FoundToken>, StoreError> {
+        let Some(token) = self.maps.tokens.get(digest).map(|s| (*s.token).clone()) else {
+            return Ok(None);
+        };
+        let client_alive = !token.dynamic || self.maps.clients.contains_key(&token.client_id);
+        Ok(Some(FoundToken {
+            token,
+            client_alive,
+        }))
+    }
+
+    /// Stores a new access token; beyond `max_active` live tokens of its client, the oldest
+    /// are revoked with it. (Two tokens issued at the same instant may both count the same
+    /// oldest one: the cap holds again from the next issue on.)
+    pub async fn issue_token(
+        &self,
+        digest: Digest,
+        token: AccessToken,
+        max_active: u32,
+    ) -> Result<(), StoreError> {
+        let maps = &self.maps;
+        let evicted: Vec<Digest> = match maps.issued.get(&token.client_id) {
+            Some(issued) if issued.len() >= max_active as usize => {
+                let now = self.now();
+                let live: Vec<Digest> = issued
+                    .iter()
+                    .map(|(_, d)| *d)
+                    .filter(|d| maps.tokens.get(d).is_some_and(|s| s.token.is_live(now)))
+                    .collect();
+                let excess = (live.len() + 1).saturating_sub(max_active as usize);
+                live.into_iter().take(excess).collect()
+            }
+            _ => Vec::new(),
+        };
+        let change = Change::Issue {
+            digest,
+            token: token.clone(),
+            evicted: evicted.clone(),
+        };
+        let apply_maps = maps.clone();
+        let seq = self.commit(
+            || change,
+            Box::new(move |ok| {
+                if ok {
+                    for d in &evicted {
+                        apply_maps.forget_token(d);
+                    }
+                    apply_maps.restore_token(digest, token);
+                }
+            }),
+        );
+        self.durable(seq).await
+    }
+
+    /// Revokes an access token.
+    pub async fn revoke_token(&self, digest: &Digest) -> Result<(), StoreError> {
+        if !self.maps.tokens.contains_key(digest) {
+            return Ok(());
+        }
+        let apply_maps = self.maps.clone();
+        let digest = *digest;
+        let seq = self.commit(
+            || Change::Revoke { digest },
+            Box::new(move |ok| {
+                if ok {
+                    apply_maps.forget_token(&digest);
+                }
+            }),
+        );
+        self.durable(seq).await
+    }
+
+    /// Number of registered clients.
+    pub async fn client_count(&self) -> Result<u64, StoreError> {
+        Ok(self.maps.clients.len() as u64)
+    }
+
+    /// Why the store cannot commit now, if it cannot.
+    pub fn unavailable(&self) -> Option<String> {
+        match self.journal() {
+            Some(j) if j.has_failed() => Some("storage: the journal cannot be written".into()),
+            _ => None,
+        }
+    }
+
+    /// Resolves when the journal has failed (never without one).
+    pub async fn fatal(&self) {
+        match self.journal() {
+            Some(j) => j.failure().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Drops expired access tokens and spent initial access tokens, and the index entries
+    /// of tokens that are gone. Memory only: replay drops them again after a restart.
+    pub fn prune(&self) -> usize {
+        let now = self.now();
+        let maps = &self.maps;
+        let before = maps.tokens.len();
+        maps.tokens
+            .retain(|_, s| s.pending || (s.token.is_live(now) && maps.token_owner_alive(&s.token)));
+        maps.issued.retain(|_, q| {
+            q.retain(|(_, d)| maps.tokens.contains_key(d));
+            !q.is_empty()
+        });
+        before.saturating_sub(maps.tokens.len())
+    }
+
+    /// Writes a snapshot and drops the journals it covers. Blocking: run it off the async
+    /// runtime. Writes continue meanwhile.
+    pub fn snapshot(&self) -> Result<Option<SnapshotStats>, StoreError> {
+        let Some(durable) = &self.durable else {
+            return Ok(None);
+        };
+        let mut generation = match durable.generation.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let next = *generation + 1;
+        // From here on new changes go to journal `next`; every change queued before is
+        // written and applied when `rotate` returns, so the copy below has all of them.
+        durable.journal.rotate(next)?;
+        *generation = next;
+        let clients: Vec<Change> = self
+            .maps
+            .clients
+            .iter()
+            .map(|s| Change::Client(Box::new((*s.rec).clone())))
+            .collect();
+        let now = self.now();
+        let tokens: Vec<Change> = self
+            .maps
+            .tokens
+            .iter()
+            .filter(|s| s.token.is_live(now))
+            .map(|s| Change::Token {
+                digest: *s.key(),
+                token: (*s.token).clone(),
+            })
+            .collect();
+        let stats = SnapshotStats {
+            generation: next,
+            bytes: 0,
+            clients: clients.len(),
+            tokens: tokens.len(),
+        };
+        let bytes = snapshot::write(&durable.dir, next, clients.into_iter().chain(tokens))?;
+        snapshot::remove_older(&durable.dir, next);
+        Ok(Some(SnapshotStats { bytes, ..stats }))
+    }
+
+    /// A canonical listing of the whole state (digests only, never a credential), one line
+    /// per client or token in a fixed order: two equal states give equal dumps.
+    pub fn dump(&self) -> String {
+        let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let opt = |d: &Option<[u8; 32]>| d.as_ref().map_or("-".to_owned(), |d| hex(d));
+        let mut lines: Vec<String> = self
+            .maps
+            .clients
+            .iter()
+            .map(|e| {
+                let c = &e.rec;
+                format!(
+                    "client {} issued={} secret={} bound={} token={} token_iat={} revoked={} grace={} {}",
+                    e.key(),
+                    c.issued_at,
+                    opt(&c.secret),
+                    opt(&c.bound),
+                    hex(&c.reg_token.digest),
+                    c.reg_token.issued_at,
+                    c.reg_token.revoked,
+                    c.grace.as_ref().map_or("-".to_owned(), |g| hex(&g.replaced)),
+                    c.metadata.json
+                )
+            })
+            .collect();
+        lines.extend(
+            self.maps
+                .tokens
+                .iter()
+                .map(|e| format!("token {} {:?}", hex(e.key()), e.token)),
+        );
+        lines.sort_unstable();
+        lines.join("\n")
+    }
+}
+
+// === impl Maps ===
+
+impl Maps {
+    /// Replays one recovered change.
+    fn restore(&self, change: Change) {
+        match change {
+            Change::Client(client) => self.upsert_recovered(*client),
+            Change::Register { client, initial } => {
+                self.upsert_recovered(*client);
+                if let Some((digest, token)) = initial {
+                    self.restore_token(digest, token);
+                }
+            }
+            Change::Delete { id } => self.remove_client(&id),
+            Change::Token { digest, token } => self.restore_token(digest, token),
+            Change::Issue {
+                digest,
+                token,
+                evicted,
+            } => {
+                self.restore_token(digest, token);
+                for d in evicted {
+                    self.forget_token(&d);
+                }
+            }
+            Change::Revoke { digest } => self.forget_token(&digest),
+        }
+    }
+
+    fn upsert_recovered(&self, client: ClientRecord) {
+        match self.clients.get(&client.client_id).map(|s| s.rec.clone()) {
+            Some(previous) => {
+                let mut client = client;
+                client.version = previous.version + 1;
+                self.update_client(&previous, client);
+            }
+            None => {
+                if let Some(sha) = client.bound {
+                    *self.per_cert.entry(sha).or_insert(0) += 1;
+                }
+                self.insert_client(client);
+            }
+        }
+    }
+
+    fn restore_token(&self, digest: Digest, token: AccessToken) {
+        let (owner, iat) = (token.client_id.clone(), token.iat);
+        let new = self
+            .tokens
+            .insert(
+                digest,
+                TokenSlot {
+                    token: Box::new(token),
+                    pending: false,
+                },
+            )
+            .is_none();
+        if new {
+            self.issued
+                .entry(owner)
+                .or_default()
+                .push_back((iat, digest));
+        }
+    }
+
+    /// A registration is durable: make it visible (its quota slot is already counted).
+    fn insert_client(&self, client: ClientRecord) {
+        let id = client.client_id.clone();
+        for d in live_digests(&client) {
+            self.reg_index.insert(d, id.clone());
+        }
+        self.clients.insert(
+            id,
+            Slot {
+                rec: Arc::new(client),
+                pending: false,
+            },
+        );
+    }
+
+    /// A change is durable: `new` replaces `previous`.
+    fn update_client(&self, previous: &ClientRecord, new: ClientRecord) {
+        let id = new.client_id.clone();
+        let (before, after) = (live_digests(previous), live_digests(&new));
+        if let Some(mut slot) = self.clients.get_mut(&id) {
+            for d in before.iter().filter(|d| !after.contains(d)) {
+                self.reg_index.remove(d);
+            }
+            for d in after.iter().filter(|d| !before.contains(d)) {
+                self.reg_index.insert(*d, id.clone());
+            }
+            slot.rec = Arc::new(new);
+            slot.pending = false;
+        }
+    }
+
+    /// A deletion is durable: the client, its tokens' index entries and its quota slot go.
+    /// (Its access tokens die because they are checked against the live client on use.)
+    fn remove_client(&self, id: &str) {
+        if let Some((_, slot)) = self.clients.remove(id) {
+            for d in live_digests(&slot.rec) {
+                self.reg_index.remove(&d);
+            }
+            if let Some(sha) = slot.rec.bound {
+                self.unbind(&sha);
+            }
+        }
+        self.issued.remove(id);
+    }
+
+    /// Gives back a quota slot.
+    fn unbind(&self, sha: &[u8; 32]) {
+        self.per_cert.remove_if_mut(sha, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
+    }
+
+    /// An initial-access use settled: its new state when durable, else unchanged.
+    fn settle_token(&self, digest: &Digest, durable: Option<AccessToken>) {
+        if let Some(mut slot) = self.tokens.get_mut(digest) {
+            if let Some(token) = durable {
+                *slot.token = token;
+            }
+            slot.pending = false;
+        }
+    }
+
+    /// Removes an access token and its index entry.
+    fn forget_token(&self, digest: &Digest) {
+        if let Some((_, slot)) = self.tokens.remove(digest) {
+            if let Some(mut issued) = self.issued.get_mut(&slot.token.client_id) {
+                issued.retain(|(_, d)| d != digest);
+            }
+        }
+    }
+
+    fn token_owner_alive(&self, token: &AccessToken) -> bool {
+        !token.dynamic || self.clients.contains_key(&token.client_id)
+    }
+}
+
+/// The registration token digests a record answers to: the current one unless revoked, and
+/// the just-replaced one while in grace.
+fn live_digests(c: &ClientRecord) -> Vec<Digest> {
+    let mut out = Vec::with_capacity(2);
+    if !c.reg_token.revoked {
+        out.push(c.reg_token.digest);
+    }
+    if let Some(g) = &c.grace {
+        out.push(g.replaced);
+    }
+    out
+}
