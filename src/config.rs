@@ -269,6 +269,9 @@ pub struct TokensConfig {
     pub access_token_ttl: Duration,
     /// Live access tokens per client; issuing one more revokes the oldest.
     pub max_active_per_client: u32,
+    /// Shared store only: how long a node may reuse a positive edge-route token check.
+    #[serde(with = "humantime_serde_str")]
+    pub validation_cache_ttl: Duration,
 }
 
 impl Default for TokensConfig {
@@ -276,26 +279,62 @@ impl Default for TokensConfig {
         Self {
             access_token_ttl: Duration::from_secs(3600),
             max_active_per_client: 1000,
+            validation_cache_ttl: Duration::from_secs(5),
         }
     }
+}
+
+/// Where the registry lives (`store.backend`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// `dashmap`s in this process; journal and snapshots in `data_dir` when set.
+    #[default]
+    Memory,
+    /// One PostgreSQL database shared by every node (SPEC §7a).
+    Postgres,
 }
 
 /// `[store]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
+    pub backend: Backend,
     /// Empty: memory only.
     pub data_dir: PathBuf,
     #[serde(with = "humantime_serde_str")]
     pub snapshot_interval: Duration,
+    /// The database (`backend = "postgres"`); `CERTGATE_POSTGRES_URL` overrides it.
+    pub postgres_url: String,
+    pub postgres_pool_size: u32,
+    /// PEM trust anchors for `sslmode=verify-full`; empty: the system's roots.
+    pub postgres_ca: PathBuf,
+    /// 32 random bytes, base64: the key that seals grace successors in the database.
+    pub secret_key_file: PathBuf,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
+            backend: Backend::Memory,
             data_dir: PathBuf::new(),
             snapshot_interval: Duration::from_secs(300),
+            postgres_url: String::new(),
+            postgres_pool_size: 16,
+            postgres_ca: PathBuf::new(),
+            secret_key_file: PathBuf::new(),
         }
+    }
+}
+
+impl StoreConfig {
+    /// The database URL: `CERTGATE_POSTGRES_URL` when set (so a password need not sit in
+    /// the config file), else `postgres_url`.
+    pub fn postgres_url(&self) -> String {
+        std::env::var("CERTGATE_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| self.postgres_url.clone())
     }
 }
 
@@ -430,6 +469,32 @@ impl Config {
         }
         if self.tokens.max_active_per_client == 0 {
             return bad("tokens.max_active_per_client", "must be at least 1");
+        }
+        if self.store.backend == Backend::Postgres {
+            if self.store.postgres_url().is_empty() {
+                return bad(
+                    "store.postgres_url",
+                    "backend \"postgres\" needs a database URL (or CERTGATE_POSTGRES_URL)",
+                );
+            }
+            if self.store.postgres_pool_size == 0 {
+                return bad("store.postgres_pool_size", "must be at least 1");
+            }
+            if !self.store.data_dir.as_os_str().is_empty() {
+                return bad(
+                    "store.data_dir",
+                    "is for the memory backend; the postgres backend keeps nothing on local disk",
+                );
+            }
+            if !self.management.rotation_grace.is_zero()
+                && self.store.secret_key_file.as_os_str().is_empty()
+            {
+                return bad(
+                    "store.secret_key_file",
+                    "management.rotation_grace > 0 with the postgres backend needs a key to seal \
+                     grace successors (32 random bytes, base64: openssl rand -base64 32)",
+                );
+            }
         }
         if self.registration.max_body_bytes == 0 {
             return bad("registration.max_body_bytes", "must be at least 1");

@@ -11,6 +11,7 @@
 //! - `proxy_header` — the six proxy header formats → certificate chain
 //! - `http`         — routing, decoding, the one error → (status, RFC code) mapping
 //! - `metadata`     — RFC 7591 / RFC 8705 client metadata parsed into valid types
+//! - `json`         — strict JSON from the network (duplicate members refused)
 //! - `jwk`          — registered JWKs: public keys only, `x5c` certificates of that key
 //! - `cert_match`   — does a certificate satisfy declared subject DN / SAN / jwks
 //! - `model`        — the records every backend keeps (clients, access tokens)
@@ -27,6 +28,7 @@ pub mod config;
 pub mod dn;
 pub mod http;
 pub mod identity;
+pub mod json;
 pub mod jwk;
 pub mod metadata;
 pub mod metrics;

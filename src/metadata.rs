@@ -299,7 +299,7 @@ impl ClientMetadata {
 
         let redirect_uris = match body.remove("redirect_uris") {
             None => Vec::new(),
-            Some(v) => string_list(v, "redirect_uris")?
+            Some(v) => string_list(v, "redirect_uris", MAX_REDIRECT_URIS)?
                 .iter()
                 .map(|s| RedirectUri::parse(s))
                 .collect::<Result<_, _>>()?,
@@ -318,11 +318,11 @@ impl ClientMetadata {
         };
         let grant_types = body
             .remove("grant_types")
-            .map(|v| string_list(v, "grant_types"))
+            .map(|v| string_list(v, "grant_types", MAX_TYPES))
             .transpose()?;
         let response_types = body
             .remove("response_types")
-            .map(|v| string_list(v, "response_types"))
+            .map(|v| string_list(v, "response_types", MAX_TYPES))
             .transpose()?;
         let (grant_types, response_types) = types(grant_types, response_types, policy)?;
 
@@ -337,7 +337,7 @@ impl ClientMetadata {
             scope: scope(body.remove("scope"), policy)?,
             contacts: body
                 .remove("contacts")
-                .map(|v| string_list(v, "contacts"))
+                .map(|v| string_list(v, "contacts", MAX_CONTACTS))
                 .transpose()?,
             tos_uri: opt_uri(&mut body, "tos_uri")?,
             policy_uri: opt_uri(&mut body, "policy_uri")?,
@@ -498,8 +498,21 @@ fn invalid(msg: String) -> MetadataError {
     MetadataError::ClientMetadata(msg)
 }
 
+/// How many entries a list may hold (a registration is ~1 KiB of metadata; these keep a
+/// 64 KiB body from becoming tens of thousands of stored entries).
+const MAX_REDIRECT_URIS: usize = 100;
+const MAX_CONTACTS: usize = 20;
+const MAX_TYPES: usize = 16;
+const MAX_SCOPES: usize = 100;
+const MAX_KEYS: usize = 32;
+
+/// A string member without control characters (they have no place in a name, an
+/// identifier or an address, and break the logs and screens that show them).
 fn string(v: Value, field: &str) -> Result<String, MetadataError> {
     match v {
+        Value::String(s) if s.chars().any(char::is_control) => Err(invalid(format!(
+            "{field} must not contain control characters"
+        ))),
         Value::String(s) => Ok(s),
         _ => Err(invalid(format!("{field} must be a string"))),
     }
@@ -527,14 +540,19 @@ fn check_uri(field: &str, s: &str) -> Result<(), MetadataError> {
     }
 }
 
-fn string_list(v: Value, field: &str) -> Result<Vec<String>, MetadataError> {
+fn string_list(v: Value, field: &str, max: usize) -> Result<Vec<String>, MetadataError> {
     let Value::Array(items) = v else {
         return Err(invalid(format!("{field} must be an array of strings")));
     };
+    if items.len() > max {
+        return Err(invalid(format!("{field} may list at most {max} entries")));
+    }
     items
         .into_iter()
         .map(|item| match item {
-            Value::String(s) => Ok(s),
+            // URIs are judged by their own rules (and their own error code).
+            Value::String(s) if field == "redirect_uris" => Ok(s),
+            Value::String(_) => string(item, field),
             _ => Err(invalid(format!("{field} must be an array of strings"))),
         })
         .collect()
@@ -547,11 +565,9 @@ fn localized(base: &str, tag: &str, value: &Value) -> Result<(), MetadataError> 
             "{base}#{tag}: {tag:?} is not a language tag"
         )));
     }
-    let Value::String(s) = value else {
-        return Err(invalid(format!("{base}#{tag} must be a string")));
-    };
+    let s = string(value.clone(), &format!("{base}#{tag}"))?;
     if base != "client_name" {
-        check_uri(&format!("{base}#{tag}"), s)?;
+        check_uri(&format!("{base}#{tag}"), &s)?;
     }
     Ok(())
 }
@@ -630,6 +646,11 @@ fn scope(v: Option<Value>, policy: &Policy) -> Result<Option<String>, MetadataEr
     let s = string(v, "scope")?;
     let mut tokens: Vec<&str> = Vec::new();
     for token in s.split(' ').filter(|t| !t.is_empty()) {
+        if tokens.len() == MAX_SCOPES {
+            return Err(invalid(format!(
+                "scope may hold at most {MAX_SCOPES} scope tokens"
+            )));
+        }
         // RFC 6749 §3.3 scope-token characters.
         let valid = token
             .bytes()
@@ -661,6 +682,9 @@ fn jwks(v: Value) -> Result<Map<String, Value>, MetadataError> {
     let Some(Value::Array(keys)) = set.get("keys") else {
         return Err(invalid("jwks must have a \"keys\" array".into()));
     };
+    if keys.len() > MAX_KEYS {
+        return Err(invalid(format!("jwks may hold at most {MAX_KEYS} keys")));
+    }
     for key in keys {
         let Value::Object(key) = key else {
             return Err(invalid("jwks keys must be objects".into()));
@@ -803,6 +827,24 @@ mod tests {
     fn server_fields_in_a_request_are_ignored() {
         let m = parse(json!({"client_id": "mine", "client_secret": "x"})).unwrap();
         assert!(m.extra.is_empty());
+    }
+
+    #[test]
+    fn lists_are_capped_and_strings_hold_no_control_characters() {
+        let many: Vec<String> = (0..101).map(|i| format!("https://a.example/{i}")).collect();
+        assert!(parse(json!({"redirect_uris": many})).is_err());
+        assert!(parse(json!({"contacts": vec!["a@b.example"; 21]})).is_err());
+        let scopes: Vec<String> = (0..101).map(|i| format!("s{i}")).collect();
+        assert!(parse(json!({"scope": scopes.join(" ")})).is_err());
+        assert!(parse(json!({"scope": vec!["s"; 500].join(" ")})).is_ok());
+        for body in [
+            json!({"client_name": "a\u{0}b"}),
+            json!({"client_name#fr": "a\nb"}),
+            json!({"contacts": ["a@b.example\r\nBcc: x"]}),
+            json!({"software_id": "\u{1b}[31m"}),
+        ] {
+            assert!(parse(body.clone()).is_err(), "{body}");
+        }
     }
 
     #[test]

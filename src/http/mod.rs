@@ -138,6 +138,18 @@ fn check_head(config: &Config, req: &Request<Incoming>) -> Result<(), ApiError> 
             "more than one Authorization header",
         ));
     }
+    // HTTP/1 parsers strip the whitespace around a field value; HTTP/2 delivers it as sent,
+    // and RFC 9113 §8.2.1 makes such a request malformed.
+    if req.version() == http::Version::HTTP_2
+        && req.headers().values().any(|v| {
+            let b = v.as_bytes();
+            matches!(b.first(), Some(b' ' | b'\t')) || matches!(b.last(), Some(b' ' | b'\t'))
+        })
+    {
+        return Err(ApiError::invalid_request(
+            "a header field value starts or ends with whitespace",
+        ));
+    }
     Ok(())
 }
 
@@ -377,7 +389,7 @@ pub async fn json_object(
 ) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
     require_media_type(req.headers(), "application/json")?;
     let bytes = read_body(req, limit, timeout).await?;
-    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+    match crate::json::from_slice(&bytes) {
         Ok(serde_json::Value::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::invalid_request(
             "the request body must be a JSON object",

@@ -127,18 +127,21 @@ impl Builders {
         let head_buffer = (limits.max_header_bytes as usize)
             .saturating_mul(2)
             .max(16 * 1024);
+        // hyper parses at most 100 header fields without allocating per request; a head with
+        // more is answered by hyper itself (a bare 431), like one beyond `head_buffer`.
         b.http1()
             .timer(TokioTimer::new())
             // The watchdog times head reads and idle keep-alive separately; hyper's timer
             // would also cut idle keep-alive connections at the header timeout.
             .header_read_timeout(None)
             .max_buf_size(head_buffer)
-            .max_headers(MAX_HEADERS)
             .keep_alive(true);
+        // HTTP/2 counts 32 bytes per field on top of name and value (RFC 9113 §6.5.2): twice
+        // the room again, so that many small fields still reach the JSON 431.
         b.http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(limits.max_concurrent_streams)
-            .max_header_list_size(u32::try_from(head_buffer).unwrap_or(u32::MAX))
+            .max_header_list_size(u32::try_from(head_buffer.saturating_mul(2)).unwrap_or(u32::MAX))
             .keep_alive_interval(Some(limits.idle_timeout))
             .keep_alive_timeout(Duration::from_secs(20));
         Self {
@@ -148,10 +151,6 @@ impl Builders {
         }
     }
 }
-
-/// Header fields hyper parses in one HTTP/1 head (its default is 100, answered with a
-/// bare 431; past that many, `http::handle` still judges the size).
-const MAX_HEADERS: usize = 256;
 
 async fn snapshot_periodically(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     let every = app.config.store.snapshot_interval;
