@@ -52,6 +52,9 @@ pub use server::Listeners;
 pub fn check(config: &Config) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     tls::Tls::load(&config.tls)?;
     registry::Registry::static_clients(config)?;
+    if config.store.backend == config::Backend::Postgres {
+        store::postgres::PgSettings::from_config(config)?;
+    }
     Ok(())
 }
 

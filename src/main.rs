@@ -23,6 +23,18 @@ struct Cli {
 enum Command {
     /// Validate the configuration and exit.
     CheckConfig,
+    /// Create or upgrade the PostgreSQL schema (store.backend = "postgres") and exit.
+    Migrate,
+    /// Copy a memory-backend data directory (snapshot + journals) into an empty PostgreSQL
+    /// database, creating its schema: the move from one node to many.
+    MigrateStore {
+        /// The data directory (`store.data_dir` of the node being moved).
+        #[arg(long)]
+        from: PathBuf,
+        /// The database URL (as `store.postgres_url`, `sslmode` included).
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -36,6 +48,9 @@ fn main() -> ExitCode {
     // Keep the guard alive: dropping it flushes the log writer thread.
     let _log_guard = init_tracing(cli.log_format);
 
+    if let Some(Command::MigrateStore { from, to }) = &cli.command {
+        return migrate_store(&cli.config, from, to);
+    }
     let config = match certgate::Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -43,6 +58,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Migrate) = cli.command {
+        return migrate(&config);
+    }
     if let Some(Command::CheckConfig) = cli.command {
         for warning in config.warnings() {
             eprintln!("certgate: warning: {warning}");
@@ -133,6 +151,103 @@ fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         LogFormat::Json => builder.json().init(),
     }
     guard
+}
+
+/// A runtime for the one-shot commands.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("certgate: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+/// `certgate migrate`.
+fn migrate(config: &certgate::Config) -> ExitCode {
+    if config.store.backend != certgate::config::Backend::Postgres {
+        eprintln!("certgate: migrate: store.backend is not \"postgres\"; nothing to migrate");
+        return ExitCode::from(2);
+    }
+    let settings = match certgate::store::postgres::PgSettings::from_config(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("certgate: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match rt.block_on(certgate::store::postgres::connect_and_migrate(settings)) {
+        Ok(_) => {
+            println!("certgate: database schema is up to date");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("certgate: migrate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `certgate migrate-store --from DATA_DIR --to URL`. TLS settings for the database
+/// (`store.postgres_ca`) come from `--config` when that file exists.
+fn migrate_store(config_path: &std::path::Path, from: &std::path::Path, to: &str) -> ExitCode {
+    let mut config = if config_path.exists() {
+        match certgate::Config::load(config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("certgate: invalid configuration: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        certgate::Config::default()
+    };
+    config.store.backend = certgate::config::Backend::Postgres;
+    config.store.postgres_url = to.to_owned();
+    let settings = match certgate::store::postgres::PgSettings::from_config(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("certgate: migrate-store: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let source =
+        match certgate::store::MemoryStore::load(from, Arc::new(certgate::clock::SystemClock)) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("certgate: migrate-store: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    let (clients, tokens) = source.records();
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let done = rt.block_on(async {
+        let pool = certgate::store::postgres::connect_and_migrate(settings).await?;
+        certgate::store::PgStore::import(&pool, None, &clients, &tokens).await
+    });
+    match done {
+        Ok(()) => {
+            println!(
+                "certgate: migrated {} clients and {} access tokens from {}",
+                clients.len(),
+                tokens.len(),
+                from.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("certgate: migrate-store: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -79,7 +79,8 @@ fn a_full_disk_refuses_changes_keeps_the_old_credentials_and_stops_the_node() {
     };
     let mut setup = Setup::new(Some(&fs_.0));
     setup.extra = "[management]\nrotation_grace = \"60s\"\nrequire_same_certificate = false\n\
-                   [limits]\ndrain_timeout = \"2s\"\n";
+                   [limits]\ndrain_timeout = \"2s\"\n"
+        .into();
     let mut g = Gateway::start(&setup);
     let mut api = g.api(None);
     let mut a = register_one(&mut api);
@@ -153,7 +154,7 @@ fn a_full_disk_refuses_registrations_and_token_issues_visibly_nowhere() {
         return;
     };
     let mut setup = Setup::new(Some(&fs_.0));
-    setup.extra = "[limits]\ndrain_timeout = \"2s\"\n";
+    setup.extra = "[limits]\ndrain_timeout = \"2s\"\n".into();
     let mut g = Gateway::start(&setup);
     let mut api = g.api(None);
     let a = register_one(&mut api);

@@ -335,7 +335,7 @@ fn missing_data_dir_an_earlier_releases_empty_journal_and_leftover_temp_files_st
 fn grace_replay_is_memory_only_and_answers_401_after_a_restart() {
     let data = tempfile::tempdir().unwrap();
     let mut setup = Setup::new(Some(data.path()));
-    setup.extra = "[management]\nrotation_grace = \"1h\"\n";
+    setup.extra = "[management]\nrotation_grace = \"1h\"\n".into();
     let mut g = Gateway::start(&setup);
     let mut api = g.api(None);
     let mut a = register_one(&mut api);

@@ -19,11 +19,13 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::clock::Clock;
+use crate::config::Backend;
 use crate::config::Config;
 use crate::metadata::{ClientRules, MetadataError, Policy, Registered};
 use crate::model::ClientRecord;
 use crate::secret::Digest;
-use crate::store::{MemoryStore, SnapshotStats, Store, StoreError};
+use crate::store::postgres::PgSettings;
+use crate::store::{MemoryStore, PgStore, SnapshotStats, Store, StoreError};
 
 pub use client_auth::{Authenticated, ClientCredentials};
 pub use management::{ManageOp, Outcome, TokenKind};
@@ -265,18 +267,26 @@ impl Registry {
         }
     }
 
-    /// A registry with the config's static clients over the embedded store (recovered from
-    /// `store.data_dir` when set).
+    /// A registry with the config's static clients over the configured store: the embedded
+    /// one (recovered from `store.data_dir` when set), or PostgreSQL (which needs a tokio
+    /// runtime: it connects in the background).
     pub fn from_config(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, String> {
         let statics = Self::static_clients(config)?;
         let dir = &config.store.data_dir;
-        let store = if dir.as_os_str().is_empty() {
-            MemoryStore::new(clock.clone())
-        } else {
-            MemoryStore::open(dir, clock.clone()).map_err(|e| e.to_string())?
+        let store = match config.store.backend {
+            Backend::Postgres => Store::Postgres(PgStore::start(
+                PgSettings::from_config(config)?,
+                clock.clone(),
+            )?),
+            Backend::Memory if dir.as_os_str().is_empty() => {
+                Store::Memory(MemoryStore::new(clock.clone()))
+            }
+            Backend::Memory => {
+                Store::Memory(MemoryStore::open(dir, clock.clone()).map_err(|e| e.to_string())?)
+            }
         };
         Ok(Self::new(
-            Store::Memory(store),
+            store,
             statics,
             Settings::from_config(config),
             clock,
@@ -314,6 +324,7 @@ impl Registry {
     pub fn prune_tokens(&self) -> usize {
         match &self.store {
             Store::Memory(m) => m.prune(),
+            Store::Postgres(_) => 0,
         }
     }
 
@@ -321,6 +332,7 @@ impl Registry {
     pub fn snapshot(&self) -> Result<Option<SnapshotStats>, StoreError> {
         match &self.store {
             Store::Memory(m) => m.snapshot(),
+            Store::Postgres(_) => Ok(None),
         }
     }
 
@@ -328,6 +340,7 @@ impl Registry {
     pub fn dump(&self) -> String {
         match &self.store {
             Store::Memory(m) => m.dump(),
+            Store::Postgres(_) => String::new(),
         }
     }
 

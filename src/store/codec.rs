@@ -228,6 +228,21 @@ pub fn decode_trailer(bytes: &[u8]) -> Option<u64> {
     Some(n)
 }
 
+/// The encoding of a client's enforced rules alone (the shared store keeps it in a column).
+pub fn encode_rules(rules: &ClientRules) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    self::rules(&mut Writer(&mut out), rules);
+    out
+}
+
+/// Decodes what `encode_rules` wrote.
+pub fn decode_rules(bytes: &[u8]) -> Result<ClientRules, String> {
+    let mut r = Reader { buf: bytes, pos: 0 };
+    let rules = read_rules(&mut r)?;
+    r.end()?;
+    Ok(rules)
+}
+
 fn rules(w: &mut Writer<'_>, rules: &ClientRules) {
     w.u8(match rules.auth {
         AuthMethod::None => 0,

@@ -159,6 +159,35 @@ impl MemoryStore {
         Ok(store)
     }
 
+    /// What a data directory holds, read into memory without journaling anything (for
+    /// `certgate migrate-store`; a torn tail is cut as a start would).
+    pub fn load(dir: &Path, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        if !dir.is_dir() {
+            return Err(StoreError::Unavailable(format!(
+                "{}: not a data directory",
+                dir.display()
+            )));
+        }
+        let store = Self::new(clock);
+        snapshot::recover(dir, |change| store.maps.restore(change))?;
+        store.prune();
+        Ok(store)
+    }
+
+    /// Every client and every live access token.
+    pub fn records(&self) -> (Vec<Arc<ClientRecord>>, Vec<(Digest, AccessToken)>) {
+        let clients = self.maps.clients.iter().map(|s| s.rec.clone()).collect();
+        let now = self.now();
+        let tokens = self
+            .maps
+            .tokens
+            .iter()
+            .filter(|s| s.token.is_live(now))
+            .map(|s| (*s.key(), (*s.token).clone()))
+            .collect();
+        (clients, tokens)
+    }
+
     fn now(&self) -> u64 {
         self.clock.now()
     }

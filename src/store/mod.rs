@@ -13,6 +13,8 @@ pub mod codec;
 pub mod frame;
 pub mod journal;
 pub mod memory;
+pub mod postgres;
+pub mod seal;
 pub mod snapshot;
 
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use crate::model::{AccessToken, ClientRecord};
 use crate::secret::Digest;
 
 pub use memory::MemoryStore;
+pub use postgres::PgStore;
 
 /// One durable state change, as journals and snapshots hold it: resulting states, never
 /// operations, so replaying a journal over a snapshot that already has some of it converges.
@@ -95,6 +98,7 @@ pub struct SnapshotStats {
 /// The store a node runs on (`store.backend`).
 pub enum Store {
     Memory(MemoryStore),
+    Postgres(PgStore),
 }
 
 /// Dispatches a call to whichever backend is in use.
@@ -102,6 +106,7 @@ macro_rules! each {
     ($self:ident, $s:ident => $e:expr) => {
         match $self {
             Store::Memory($s) => $e,
+            Store::Postgres($s) => $e,
         }
     };
 }

@@ -55,7 +55,9 @@ pub struct Setup {
     /// `registration.authentication` (TOML array).
     pub registration_auth: &'static str,
     /// More TOML tables (e.g. `[management]`).
-    pub extra: &'static str,
+    pub extra: String,
+    /// The `[store]` table, when not the memory store of `data_dir`.
+    pub store: Option<String>,
 }
 
 impl Setup {
@@ -67,7 +69,8 @@ impl Setup {
             key: root().join("certs/server-key.pem"),
             log_filter: "info",
             registration_auth: "[]",
-            extra: "",
+            extra: String::new(),
+            store: None,
         }
     }
 
@@ -81,13 +84,14 @@ impl Setup {
     /// listener on port 0: the ports come from the binary's log (tests/listening). The
     /// issuer is only used in URLs these tests do not follow.
     pub fn toml(&self) -> String {
-        let store = match &self.data_dir {
-            Some(dir) => format!(
+        let store = match (&self.store, &self.data_dir) {
+            (Some(store), _) => store.clone(),
+            (None, Some(dir)) => format!(
                 "[store]\ndata_dir = {}\nsnapshot_interval = \"{}\"\n",
                 toml_string(dir),
                 self.snapshot_interval
             ),
-            None => String::new(),
+            (None, None) => String::new(),
         };
         format!(
             r#"[server]
@@ -166,6 +170,17 @@ impl Gateway {
         }
     }
 
+    /// Starts the binary and waits only until it listens (it may not be ready: a database
+    /// it needs may be down).
+    pub fn start_listening(setup: &Setup) -> Self {
+        match Self::launch_until(setup, false) {
+            Launch::Healthy(g) => g,
+            Launch::Exited(status, log) => {
+                panic!("certgate exited ({status}) instead of starting; its log:\n{log}")
+            }
+        }
+    }
+
     /// Starts the binary expecting it to refuse: returns its exit status and log.
     pub fn refuse(setup: &Setup) -> (ExitStatus, String) {
         match Self::launch(setup) {
@@ -178,6 +193,10 @@ impl Gateway {
     }
 
     fn launch(setup: &Setup) -> Launch {
+        Self::launch_until(setup, true)
+    }
+
+    fn launch_until(setup: &Setup, healthy: bool) -> Launch {
         let run_dir = tempfile::tempdir().unwrap();
         let config = run_dir.path().join("certgate.toml");
         fs::write(&config, setup.toml()).unwrap();
@@ -211,6 +230,9 @@ impl Gateway {
                  {PROCESS_TIMEOUT:?}; log:\n{}",
                 g.log_text()
             ),
+        }
+        if !healthy {
+            return Launch::Healthy(g);
         }
         let deadline = Instant::now() + PROCESS_TIMEOUT;
         while Instant::now() < deadline {
