@@ -718,7 +718,7 @@ fn find_program(name: &str) -> PathBuf {
             panic!(
                 "{name} is not installed, and the real-proxy tests run it.\n\
                  Install nginx, HAProxy and curl with `sudo apt-get install -y nginx haproxy curl`\n\
-                 or `scripts/install-proxies.sh`. To run the other tests without them, use plain\n\
+                 or `scripts/install-test-deps.sh`. To run the other tests without them, use plain\n\
                  `cargo test`: this target needs `--features real-proxies`."
             )
         })
