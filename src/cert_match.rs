@@ -108,18 +108,45 @@ pub fn canonical_dn(s: &str) -> Option<String> {
             }
             out.push_str(ty);
             out.push('=');
-            for c in value.chars() {
-                if matches!(c, ',' | '+' | '=' | '\\') {
-                    out.push('\\');
+            match value {
+                // Only lowercase hex digits: nothing to escape.
+                Value::Hex(hex) => out.push_str(hex),
+                Value::Str(s) => {
+                    // A leading '#' would read back as a hex string.
+                    if s.starts_with('#') {
+                        out.push('\\');
+                    }
+                    for c in s.chars() {
+                        if matches!(c, ',' | '+' | '=' | '\\') {
+                            out.push('\\');
+                        }
+                        out.push(c);
+                    }
                 }
-                out.push(c);
             }
         }
     }
     Some(out)
 }
 
-type Rdn = Vec<(String, String)>;
+type Rdn = Vec<(String, Value)>;
+
+/// An attribute value, folded for comparison.
+#[derive(Debug)]
+enum Value {
+    /// RFC 4514 `#` hexstring (the BER encoding), `#` and lowercase hex digits.
+    Hex(String),
+    /// A string value, unescaped.
+    Str(String),
+}
+
+impl Value {
+    fn text(&self) -> &str {
+        match self {
+            Value::Hex(s) | Value::Str(s) => s,
+        }
+    }
+}
 
 fn parse_dn(s: &str) -> Option<Vec<Rdn>> {
     let mut rdns = Vec::new();
@@ -133,7 +160,7 @@ fn parse_dn(s: &str) -> Option<Vec<Rdn>> {
             let ty = canonical_type(ty.trim())?;
             avas.push((ty, normalize_value(value)?));
         }
-        avas.sort();
+        avas.sort_by(|(ta, va), (tb, vb)| (ta, va.text()).cmp(&(tb, vb.text())));
         rdns.push(avas);
     }
     Some(rdns)
@@ -184,10 +211,15 @@ fn canonical_type(ty: &str) -> Option<String> {
 }
 
 /// Unescapes an RFC 4514 value and folds it for comparison.
-fn normalize_value(raw: &str) -> Option<String> {
+fn normalize_value(raw: &str) -> Option<Value> {
     let raw = raw.trim_start();
     if let Some(hex) = raw.strip_prefix('#') {
-        return Some(format!("#{}", hex.trim().to_ascii_lowercase()));
+        // hexstring = SHARP 1*hexpair (RFC 4514 §3); anything else after an unescaped '#'
+        // is not a name.
+        let hex = hex.trim();
+        let valid =
+            !hex.is_empty() && hex.len() % 2 == 0 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+        return valid.then(|| Value::Hex(format!("#{}", hex.to_ascii_lowercase())));
     }
     let mut bytes = Vec::with_capacity(raw.len());
     let mut chars = raw.chars().peekable();
@@ -216,13 +248,13 @@ fn normalize_value(raw: &str) -> Option<String> {
     bytes.truncate(significant_len);
     let value = String::from_utf8(bytes).ok()?;
     // caseIgnoreMatch with insignificant-space handling (RFC 4518, simplified).
-    Some(
+    Some(Value::Str(
         value
             .split_whitespace()
             .collect::<Vec<_>>()
             .join(" ")
             .to_lowercase(),
-    )
+    ))
 }
 
 #[cfg(test)]
@@ -267,6 +299,35 @@ mod tests {
     fn canonical_dn_keeps_escaped_separators_apart() {
         assert_ne!(canonical_dn(r"CN=a\,b,O=x"), canonical_dn("CN=a,CN=b,O=x"));
         assert_ne!(canonical_dn(r"CN=a\+UID=1"), canonical_dn("CN=a+UID=1"));
+    }
+
+    /// Found by `fuzz/fuzz_targets/dn.rs`: a '#' value that is not hex pairs kept its text,
+    /// escapes included, and gained a backslash on every pass through `canonical_dn`.
+    #[test]
+    fn canonical_dn_is_idempotent() {
+        for dn in [
+            "CN=x",
+            r"CN=a\,b+UID=\#1,O=x",
+            "CN=#0403616263",
+            "CN= #04 ,O=x",
+            r"CN=\#x",
+            r"CN=\#ab",
+            r"CN=\23ab",
+        ] {
+            let c = canonical_dn(dn).unwrap();
+            assert_eq!(canonical_dn(&c).as_deref(), Some(c.as_str()), "{dn:?}");
+        }
+        // "4=#=" is the minimized fuzzer input.
+        for not_hex in ["4=#=", "1.2.3.4=#0402=870", r"CN=#a\,b", "CN=#", "CN=#abc"] {
+            assert_eq!(canonical_dn(not_hex), None, "{not_hex:?}");
+        }
+    }
+
+    #[test]
+    fn escaped_hash_is_a_string_not_a_hex_value() {
+        assert!(!dn_equal(r"CN=\#0403616263", "CN=#0403616263"));
+        assert!(dn_equal(r"CN=\#AB", r"CN=\23ab"));
+        assert_eq!(canonical_dn(r"CN=\#x").as_deref(), Some(r"CN=\#x"));
     }
 
     #[test]
