@@ -187,7 +187,12 @@ fn split_unescaped(s: &str, sep: char) -> Vec<String> {
 
 fn canonical_type(ty: &str) -> Option<String> {
     let upper = ty.to_ascii_uppercase();
-    let upper = upper.strip_prefix("OID.").unwrap_or(&upper).to_owned();
+    let upper = match upper.strip_prefix("OID.") {
+        // The legacy prefix only ever precedes a numeric OID.
+        Some(oid) if oid.bytes().all(|b| b.is_ascii_digit() || b == b'.') => oid.to_owned(),
+        Some(_) => return None,
+        None => upper,
+    };
     let short = match upper.as_str() {
         "2.5.4.3" | "COMMONNAME" => "CN",
         "2.5.4.7" | "LOCALITYNAME" => "L",
@@ -321,6 +326,18 @@ mod tests {
         for not_hex in ["4=#=", "1.2.3.4=#0402=870", r"CN=#a\,b", "CN=#", "CN=#abc"] {
             assert_eq!(canonical_dn(not_hex), None, "{not_hex:?}");
         }
+    }
+
+    /// Found by `fuzz/fuzz_targets/dn.rs` (minimized input "OID.OID.="): the "OID." prefix
+    /// was stripped once, so "OID.OID.x" became the type "OID.x", which loses its own prefix
+    /// on the next pass.
+    #[test]
+    fn oid_prefix_only_before_a_numeric_oid() {
+        assert_eq!(canonical_dn("OID.OID.="), None);
+        assert_eq!(canonical_dn("OID.OID.4.3=a"), None);
+        assert_eq!(canonical_dn("oid.cn=a"), None);
+        assert_eq!(canonical_dn("OID.1.2.3=a").as_deref(), Some("1.2.3=a"));
+        assert!(dn_equal("oid.2.5.4.3=a", "CN=A"));
     }
 
     #[test]
