@@ -31,18 +31,45 @@ pub fn canonical_dn(s: &str) -> Option<String> {
             }
             out.push_str(ty);
             out.push('=');
-            for c in value.chars() {
-                if matches!(c, ',' | '+' | '=' | '\\') {
-                    out.push('\\');
+            match value {
+                // Only lowercase hex digits: nothing to escape.
+                Value::Hex(hex) => out.push_str(hex),
+                Value::Str(s) => {
+                    // A leading '#' would read back as a hex string.
+                    if s.starts_with('#') {
+                        out.push('\\');
+                    }
+                    for c in s.chars() {
+                        if matches!(c, ',' | '+' | '=' | '\\') {
+                            out.push('\\');
+                        }
+                        out.push(c);
+                    }
                 }
-                out.push(c);
             }
         }
     }
     Some(out)
 }
 
-type Rdn = Vec<(String, String)>;
+type Rdn = Vec<(String, Value)>;
+
+/// An attribute value, folded for comparison.
+#[derive(Debug)]
+enum Value {
+    /// RFC 4514 `#` hexstring (the BER encoding), `#` and lowercase hex digits.
+    Hex(String),
+    /// A string value, unescaped.
+    Str(String),
+}
+
+impl Value {
+    fn text(&self) -> &str {
+        match self {
+            Value::Hex(s) | Value::Str(s) => s,
+        }
+    }
+}
 
 fn parse_dn(s: &str) -> Option<Vec<Rdn>> {
     let mut rdns = Vec::new();
@@ -56,7 +83,7 @@ fn parse_dn(s: &str) -> Option<Vec<Rdn>> {
             let ty = canonical_type(ty.trim())?;
             avas.push((ty, normalize_value(value)?));
         }
-        avas.sort();
+        avas.sort_by(|(ta, va), (tb, vb)| (ta, va.text()).cmp(&(tb, vb.text())));
         rdns.push(avas);
     }
     Some(rdns)
@@ -83,7 +110,12 @@ fn split_unescaped(s: &str, sep: char) -> Vec<String> {
 
 fn canonical_type(ty: &str) -> Option<String> {
     let upper = ty.to_ascii_uppercase();
-    let upper = upper.strip_prefix("OID.").unwrap_or(&upper).to_owned();
+    let upper = match upper.strip_prefix("OID.") {
+        // The legacy prefix only ever precedes a numeric OID.
+        Some(oid) if oid.bytes().all(|b| b.is_ascii_digit() || b == b'.') => oid.to_owned(),
+        Some(_) => return None,
+        None => upper,
+    };
     let short = match upper.as_str() {
         "2.5.4.3" | "COMMONNAME" => "CN",
         "2.5.4.7" | "LOCALITYNAME" => "L",
@@ -107,10 +139,15 @@ fn canonical_type(ty: &str) -> Option<String> {
 }
 
 /// Unescapes an RFC 4514 value and folds it for comparison.
-fn normalize_value(raw: &str) -> Option<String> {
+fn normalize_value(raw: &str) -> Option<Value> {
     let raw = raw.trim_start();
     if let Some(hex) = raw.strip_prefix('#') {
-        return Some(format!("#{}", hex.trim().to_ascii_lowercase()));
+        // hexstring = SHARP 1*hexpair (RFC 4514 §3); anything else after an unescaped '#'
+        // is not a name.
+        let hex = hex.trim();
+        let valid =
+            !hex.is_empty() && hex.len() % 2 == 0 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+        return valid.then(|| Value::Hex(format!("#{}", hex.to_ascii_lowercase())));
     }
     let mut bytes = Vec::with_capacity(raw.len());
     let mut chars = raw.chars().peekable();
@@ -139,13 +176,13 @@ fn normalize_value(raw: &str) -> Option<String> {
     bytes.truncate(significant_len);
     let value = String::from_utf8(bytes).ok()?;
     // caseIgnoreMatch with insignificant-space handling (RFC 4518, simplified).
-    Some(
+    Some(Value::Str(
         value
             .split_whitespace()
             .collect::<Vec<_>>()
             .join(" ")
             .to_lowercase(),
-    )
+    ))
 }
 
 #[cfg(test)]
@@ -184,6 +221,47 @@ mod tests {
         assert!(canonical_dn("CN=x").is_some());
         assert!(canonical_dn("just text").is_none());
         assert!(canonical_dn("").is_none());
+    }
+
+    /// Found by `fuzz/fuzz_targets/dn.rs`: a '#' value that is not hex pairs kept its text,
+    /// escapes included, and gained a backslash on every pass through `canonical_dn`.
+    #[test]
+    fn canonical_dn_is_idempotent() {
+        for dn in [
+            "CN=x",
+            r"CN=a\,b+UID=\#1,O=x",
+            "CN=#0403616263",
+            "CN= #04 ,O=x",
+            r"CN=\#x",
+            r"CN=\#ab",
+            r"CN=\23ab",
+        ] {
+            let c = canonical_dn(dn).unwrap();
+            assert_eq!(canonical_dn(&c).as_deref(), Some(c.as_str()), "{dn:?}");
+        }
+        // "4=#=" is the minimized fuzzer input.
+        for not_hex in ["4=#=", "1.2.3.4=#0402=870", r"CN=#a\,b", "CN=#", "CN=#abc"] {
+            assert_eq!(canonical_dn(not_hex), None, "{not_hex:?}");
+        }
+    }
+
+    /// Found by `fuzz/fuzz_targets/dn.rs` (minimized input "OID.OID.="): the "OID." prefix
+    /// was stripped once, so "OID.OID.x" became the type "OID.x", which loses its own prefix
+    /// on the next pass.
+    #[test]
+    fn oid_prefix_only_before_a_numeric_oid() {
+        assert_eq!(canonical_dn("OID.OID.="), None);
+        assert_eq!(canonical_dn("OID.OID.4.3=a"), None);
+        assert_eq!(canonical_dn("oid.cn=a"), None);
+        assert_eq!(canonical_dn("OID.1.2.3=a").as_deref(), Some("1.2.3=a"));
+        assert!(dn_equal("oid.2.5.4.3=a", "CN=A"));
+    }
+
+    #[test]
+    fn escaped_hash_is_a_string_not_a_hex_value() {
+        assert!(!dn_equal(r"CN=\#0403616263", "CN=#0403616263"));
+        assert!(dn_equal(r"CN=\#AB", r"CN=\23ab"));
+        assert_eq!(canonical_dn(r"CN=\#x").as_deref(), Some(r"CN=\#x"));
     }
 
     #[test]
