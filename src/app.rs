@@ -36,7 +36,7 @@ impl App {
     /// The application state over an already built registry.
     pub fn with_registry(config: Config, tls: Tls, registry: Registry) -> Self {
         let proxy_header = config.proxy.header_name();
-        let discovery = Bytes::from(crate::http::discovery_document(&config));
+        let discovery = Bytes::from(crate::discovery::document(&config));
         Self {
             config,
             registry,

@@ -4,6 +4,7 @@
 //!
 //! - `app`          — the composition root: config, registry, TLS, metrics of a running node
 //! - `config`       — TOML → typed, validated [`Config`] (SPEC §6)
+//! - `discovery`    — the RFC 8414 metadata document
 //! - `server`       — listeners, accept loops, limits, graceful shutdown, SIGHUP reload
 //! - `tls`          — rustls server config and the client-certificate verifier
 //! - `identity`     — `ClientCertificate`: thumbprint, subject DN, SANs, chain status
@@ -25,6 +26,7 @@ pub mod app;
 pub mod cert_match;
 pub mod clock;
 pub mod config;
+pub mod discovery;
 pub mod dn;
 pub mod http;
 pub mod identity;

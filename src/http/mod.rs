@@ -1,10 +1,7 @@
 //! HTTP: routing, request decoding, JSON responses. Thin: handlers decode, call the
 //! registry, encode.
 
-mod discovery;
 pub mod error;
-
-pub use discovery::document as discovery_document;
 mod register;
 mod token;
 
