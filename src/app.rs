@@ -22,6 +22,8 @@ pub struct App {
     pub proxy_header: http::HeaderName,
     /// The RFC 8414 document, rendered once.
     pub discovery: Bytes,
+    /// Edge routes (SPEC §5a).
+    pub routes: crate::route::Table,
     /// Set when shutdown begins: `/healthz` says so.
     draining: AtomicBool,
 }
@@ -29,12 +31,18 @@ pub struct App {
 impl App {
     /// Builds the application state from a validated config.
     pub fn new(config: Config, tls: Tls, clock: Arc<dyn Clock>) -> Result<Self, String> {
+        let routes = crate::route::Table::from_config(&config)?;
         let registry = Registry::from_config(&config, clock)?;
-        Ok(Self::with_registry(config, tls, registry))
+        Ok(Self::with_registry(config, tls, registry, routes))
     }
 
-    /// The application state over an already built registry.
-    pub fn with_registry(config: Config, tls: Tls, registry: Registry) -> Self {
+    /// The application state over an already built registry and route table.
+    pub fn with_registry(
+        config: Config,
+        tls: Tls,
+        registry: Registry,
+        routes: crate::route::Table,
+    ) -> Self {
         let proxy_header = config.proxy.header_name();
         let discovery = Bytes::from(crate::discovery::document(&config));
         Self {
@@ -44,6 +52,7 @@ impl App {
             metrics: Metrics::new(),
             proxy_header,
             discovery,
+            routes,
             draining: AtomicBool::new(false),
         }
     }

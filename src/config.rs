@@ -37,7 +37,46 @@ pub struct Config {
     pub tokens: TokensConfig,
     pub store: StoreConfig,
     pub clients: Vec<StaticClient>,
+    pub routes: Vec<RouteConfig>,
 }
+
+/// `[[routes]]`: a path prefix certgate admits certificate-bound tokens for, and the
+/// upstream it forwards to (SPEC §5a).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Starts and ends with "/"; the longest matching prefix wins.
+    pub path_prefix: String,
+    /// `http://` or `https://` (an optional base path is prepended).
+    pub upstream: String,
+    /// PEM trust anchors for an https upstream; empty: the system's.
+    #[serde(default)]
+    pub upstream_ca: PathBuf,
+    /// Empty: any active token.
+    #[serde(default)]
+    pub required_scope: String,
+    /// `/api/x` is sent upstream as `/x`.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Connect plus time to the response head.
+    #[serde(default = "default_route_timeout", with = "humantime_serde_str")]
+    pub timeout: Duration,
+}
+
+fn default_route_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Paths certgate serves itself: they always win, and no route may start with one.
+pub const OWN_PATHS: [&str; 7] = [
+    "/register",
+    "/token",
+    "/introspect",
+    "/revoke",
+    "/identity",
+    "/healthz",
+    "/.well-known/",
+];
 
 /// `[server]`: listeners and the issuer URL.
 #[derive(Clone, Debug, Deserialize)]
@@ -533,6 +572,7 @@ impl Config {
                 );
             }
         }
+        self.validate_routes()?;
         let mut seen = std::collections::HashSet::new();
         for (i, c) in self.clients.iter().enumerate() {
             let key = |k: &str| format!("clients[{i}].{k}");
@@ -581,6 +621,63 @@ impl Config {
                     )
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// `[[routes]]` shape (files are read by `route::Table`, at start-up and by check-config).
+    fn validate_routes(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let bad = |k: &str, why: String| {
+                Err(ConfigError(format!(
+                    "routes[{i}].{k} ({}): {why}",
+                    r.path_prefix
+                )))
+            };
+            let p = &r.path_prefix;
+            if !p.starts_with('/') || !p.ends_with('/') {
+                return bad("path_prefix", "must start and end with \"/\"".into());
+            }
+            if p.contains("//") || p.split('/').any(|seg| seg == "." || seg == "..") {
+                return bad("path_prefix", "must be a plain path".into());
+            }
+            if let Some(own) = OWN_PATHS.iter().find(|own| p.starts_with(**own)) {
+                return bad(
+                    "path_prefix",
+                    format!("shadows certgate's own {own} (its own paths always win)"),
+                );
+            }
+            if !seen.insert(p.as_str()) {
+                return bad("path_prefix", "another route has the same prefix".into());
+            }
+            match url::Url::parse(&r.upstream) {
+                Ok(u)
+                    if (u.scheme() == "http" || u.scheme() == "https")
+                        && u.host().is_some()
+                        && u.query().is_none()
+                        && u.fragment().is_none()
+                        && u.username().is_empty()
+                        && u.password().is_none() => {}
+                _ => {
+                    return bad(
+                        "upstream",
+                        format!(
+                            "{:?} is not an http:// or https:// URL (host, optional path; no query or credentials)",
+                            r.upstream
+                        ),
+                    )
+                }
+            }
+            if !r.required_scope.is_empty()
+                && !r
+                    .required_scope
+                    .bytes()
+                    .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+            {
+                return bad("required_scope", "must be one scope token".into());
+            }
+            check_timeout(&format!("routes[{i}].timeout"), r.timeout)?;
         }
         Ok(())
     }
@@ -828,6 +925,51 @@ mod tests {
         )
         .unwrap();
         assert!(quiet.warnings().is_empty());
+    }
+
+    #[test]
+    fn routes_are_validated_naming_the_route() {
+        let route = |prefix: &str, upstream: &str| {
+            format!("[[routes]]\npath_prefix = \"{prefix}\"\nupstream = \"{upstream}\"\n")
+        };
+        assert!(Config::parse(&route("/api/", "http://127.0.0.1:9000")).is_ok());
+        assert!(Config::parse(&route("/", "https://api.internal/base")).is_ok());
+        for (text, needle) in [
+            (route("/api", "http://a"), "routes[0].path_prefix (/api)"),
+            (route("api/", "http://a"), "routes[0].path_prefix"),
+            (
+                route("/token/", "http://a"),
+                "shadows certgate's own /token",
+            ),
+            (
+                route("/registerx/", "http://a"),
+                "shadows certgate's own /register",
+            ),
+            (route("/.well-known/x/", "http://a"), "/.well-known/"),
+            (route("/a/../b/", "http://a"), "plain path"),
+            (route("/api/", "ftp://a"), "routes[0].upstream"),
+            (route("/api/", "http://a/?q=1"), "routes[0].upstream"),
+            (route("/api/", "http://user:pw@a"), "routes[0].upstream"),
+            (
+                format!(
+                    "{}{}",
+                    route("/api/", "http://a"),
+                    route("/api/", "http://b")
+                ),
+                "routes[1].path_prefix (/api/): another route has the same prefix",
+            ),
+            (
+                format!("{}timeout = \"0s\"\n", route("/api/", "http://a")),
+                "routes[0].timeout",
+            ),
+            (
+                format!("{}required_scope = \"a b\"\n", route("/api/", "http://a")),
+                "routes[0].required_scope",
+            ),
+        ] {
+            let e = Config::parse(&text).unwrap_err();
+            assert!(e.0.contains(needle), "{needle:?} not in {e}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! - `cert_match`   — does a certificate satisfy declared subject DN / SAN / jwks
 //! - `model`        — the records every backend keeps (clients, access tokens)
 //! - `registry`     — the domain: registration, binding, rotation (`registry::management`)
+//! - `route`        — edge routes: the upstream clients, header rewriting, streaming
 //! - `store`        — commits decided records: memory (journal, snapshots) or PostgreSQL
 //! - `secret`       — random credentials and their digests
 //! - `clock`        — injectable time
@@ -37,6 +38,7 @@ pub mod metrics;
 pub mod model;
 pub mod proxy_header;
 pub mod registry;
+pub mod route;
 pub mod secret;
 pub mod server;
 pub mod store;
@@ -50,10 +52,11 @@ pub use config::Config;
 pub use server::Listeners;
 
 /// Every check start-up makes of a configuration beyond parsing it (TLS files, static
-/// clients), without binding a socket or touching stored state: what `check-config` runs.
+/// clients, routes, the database settings), without binding a socket or touching stored state: what `check-config` runs.
 pub fn check(config: &Config) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     tls::Tls::load(&config.tls)?;
     registry::Registry::static_clients(config)?;
+    route::Table::from_config(config)?;
     if config.store.backend == config::Backend::Postgres {
         store::postgres::PgSettings::from_config(config)?;
     }

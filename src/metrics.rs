@@ -5,12 +5,33 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 /// HTTP status label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabel {
     pub code: u16,
+}
+
+/// Route and status labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteStatus {
+    pub route: String,
+    pub status: u16,
+}
+
+/// Route label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: String,
+}
+
+/// Route and refusal reason labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteReason {
+    pub route: String,
+    pub reason: String,
 }
 
 /// Every metric certgate exports.
@@ -24,6 +45,9 @@ pub struct Metrics {
     pub registrations: Counter,
     pub rotations: Counter,
     clients: Gauge,
+    route_requests: Family<RouteStatus, Counter>,
+    route_latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    route_refusals: Family<RouteReason, Counter>,
 }
 
 impl Default for Metrics {
@@ -45,8 +69,28 @@ impl Metrics {
             registrations: Counter::default(),
             rotations: Counter::default(),
             clients: Gauge::default(),
+            route_requests: Family::default(),
+            route_latency: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+            }),
+            route_refusals: Family::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "route_requests",
+            "Requests under an edge route, by route prefix and status (refusals included)",
+            m.route_requests.clone(),
+        );
+        registry.register(
+            "route_upstream_latency_seconds",
+            "Time from receiving a routed request to the upstream's response head",
+            m.route_latency.clone(),
+        );
+        registry.register(
+            "route_refusals",
+            "Requests an edge route refused, by reason",
+            m.route_refusals.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP responses by status code",
@@ -95,6 +139,30 @@ impl Metrics {
         self.requests
             .get_or_create(&StatusLabel {
                 code: status.as_u16(),
+            })
+            .inc();
+    }
+
+    /// Counts a routed request's answer and how long it took to get it.
+    pub fn route_request(&self, route: &str, status: u16, took: std::time::Duration) {
+        let route = route.to_owned();
+        self.route_requests
+            .get_or_create(&RouteStatus {
+                route: route.clone(),
+                status,
+            })
+            .inc();
+        self.route_latency
+            .get_or_create(&RouteLabel { route })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts a refusal at a route.
+    pub fn route_refused(&self, route: &str, reason: &str) {
+        self.route_refusals
+            .get_or_create(&RouteReason {
+                route: route.to_owned(),
+                reason: reason.to_owned(),
             })
             .inc();
     }

@@ -113,6 +113,18 @@ fn check_config_runs_the_static_client_checks_start_up_runs() {
 }
 
 #[test]
+fn check_config_reads_a_routes_upstream_ca_and_names_the_route_and_file() {
+    let out = check_config(
+        "[[routes]]\npath_prefix = \"/api/\"\nupstream = \"https://api.internal\"\n\
+         upstream_ca = \"certs/no-such-ca.pem\"\n",
+    );
+    assert_rejected(
+        &out,
+        &["routes[0]", "/api/", "upstream_ca", "no-such-ca.pem"],
+    );
+}
+
+#[test]
 fn check_config_rejects_durations_that_would_lie() {
     for (toml, key) in [
         (

@@ -1,6 +1,8 @@
 //! HTTP: routing, request decoding, JSON responses. Thin: handlers decode, call the
 //! registry, encode.
 
+mod body;
+mod edge;
 pub mod error;
 mod register;
 mod token;
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Serialize;
 
@@ -22,8 +24,7 @@ use crate::identity::{CertSource, ClientCertificate};
 use crate::proxy_header;
 use error::ApiError;
 
-/// Every response body is one buffer.
-pub type Body = Full<Bytes>;
+pub use body::Body;
 
 /// Which listener a connection arrived on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,8 +166,7 @@ async fn route(
             "/metrics" => {
                 only(method, &[Method::GET, Method::HEAD], "GET, HEAD")?;
                 let clients = ctx.app.registry.store().client_count().await.ok();
-                let mut resp =
-                    Response::new(Full::new(Bytes::from(ctx.app.metrics.encode(clients))));
+                let mut resp = Response::new(Body::full(ctx.app.metrics.encode(clients)));
                 resp.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -221,6 +221,20 @@ async fn route(
                     "GET, PUT, DELETE",
                 )?;
                 return register::manage(ctx, &client_id, req).await;
+            }
+            // certgate's own paths always win: anything under them is not a route's.
+            let own = crate::config::OWN_PATHS.iter().any(|own| {
+                let own = own.trim_end_matches('/');
+                path == own
+                    || path
+                        .strip_prefix(own)
+                        .is_some_and(|rest| rest.starts_with('/'))
+            });
+            if !own {
+                if let Some(route) = ctx.app.routes.lookup(path) {
+                    let route = route.clone();
+                    return edge::serve(ctx, &route, req).await;
+                }
             }
             Err(ApiError::not_found())
         }
@@ -483,7 +497,7 @@ pub fn json_response<T: Serialize + ?Sized>(
 }
 
 fn raw_json(status: StatusCode, bytes: Bytes, no_store: bool) -> Response<Body> {
-    let mut resp = Response::new(Full::new(bytes));
+    let mut resp = Response::new(Body::full(bytes));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(

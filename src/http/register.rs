@@ -1,7 +1,6 @@
 //! `POST /register` (RFC 7591) and `GET|PUT|DELETE /register/{client_id}` (RFC 7592).
 
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
 
 use super::error::ApiError;
@@ -95,7 +94,7 @@ fn respond(ctx: &Ctx<'_>, outcome: Outcome, rotates: bool) -> Response<Body> {
             raw_json(StatusCode::OK, resp.to_json().into(), true)
         }
         Outcome::Deleted => {
-            let mut resp = Response::new(Full::default());
+            let mut resp = Response::new(Body::empty());
             *resp.status_mut() = StatusCode::NO_CONTENT;
             resp
         }

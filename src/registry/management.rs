@@ -412,7 +412,14 @@ impl Registry {
         match commit {
             Commit::Nothing => Ok(()),
             Commit::Replace(new) => self.store.replace(old, new).await,
-            Commit::Delete => self.store.delete(old).await,
+            Commit::Delete => {
+                self.store.delete(old).await?;
+                // Its access tokens died with it: on this node, at once for edge routes too.
+                if let Some(cache) = &self.admissions {
+                    cache.clear();
+                }
+                Ok(())
+            }
         }
     }
 

@@ -22,14 +22,14 @@ use crate::clock::Clock;
 use crate::config::Backend;
 use crate::config::Config;
 use crate::metadata::{ClientRules, MetadataError, Policy, Registered};
-use crate::model::ClientRecord;
+use crate::model::{AccessToken, ClientRecord};
 use crate::secret::Digest;
 use crate::store::postgres::PgSettings;
 use crate::store::{MemoryStore, PgStore, SnapshotStats, Store, StoreError};
 
 pub use client_auth::{Authenticated, ClientCredentials};
 pub use management::{ManageOp, Outcome, TokenKind};
-pub use tokens::{InitialAccess, Introspection, TokenGrant};
+pub use tokens::{InitialAccess, Introspection, Refused, TokenGrant};
 
 /// A domain failure; `http::error` maps each to its RFC error code and status, once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +108,7 @@ pub struct Settings {
     pub access_token_ttl: u64,
     pub max_clients_per_certificate: u32,
     pub max_active_per_client: u32,
+    pub validation_cache_ttl: std::time::Duration,
 }
 
 impl Settings {
@@ -137,6 +138,7 @@ impl Settings {
             access_token_ttl: c.tokens.access_token_ttl.as_secs(),
             max_clients_per_certificate: c.registration.max_clients_per_certificate,
             max_active_per_client: c.tokens.max_active_per_client,
+            validation_cache_ttl: c.tokens.validation_cache_ttl,
         }
     }
 }
@@ -158,6 +160,47 @@ pub struct Registry {
     statics: std::collections::HashMap<String, StaticClient>,
     settings: Settings,
     clock: Arc<dyn Clock>,
+    /// Positive edge-route admissions, per node (shared store only, SPEC §5a).
+    admissions: Option<AdmissionCache>,
+}
+
+/// Tokens an edge route admitted recently, reused for at most `tokens.validation_cache_ttl`
+/// so that the shared store is not asked on every proxied request. Only positive answers
+/// are kept; a revocation or deletion on this node takes effect at once, one on another
+/// node within the TTL.
+struct AdmissionCache {
+    entries: dashmap::DashMap<Digest, (AccessToken, std::time::Instant), BuildDigest>,
+    ttl: std::time::Duration,
+}
+
+type BuildDigest = std::hash::BuildHasherDefault<crate::store::memory::DigestHasher>;
+
+/// Entries kept before the cache starts over (each is a few hundred bytes).
+const ADMISSION_CACHE_ENTRIES: usize = 100_000;
+
+impl AdmissionCache {
+    fn get(&self, digest: &Digest) -> Option<AccessToken> {
+        let entry = self.entries.get(digest)?;
+        (entry.1 > std::time::Instant::now()).then(|| entry.0.clone())
+    }
+
+    fn put(&self, digest: Digest, token: &AccessToken) {
+        if self.entries.len() >= ADMISSION_CACHE_ENTRIES {
+            self.entries.clear();
+        }
+        self.entries.insert(
+            digest,
+            (token.clone(), std::time::Instant::now() + self.ttl),
+        );
+    }
+
+    fn forget(&self, digest: &Digest) {
+        self.entries.remove(digest);
+    }
+
+    fn clear(&self) {
+        self.entries.clear();
+    }
 }
 
 /// The body of a registration or management response (RFC 7591 §3.2.1, RFC 7592 §3):
@@ -259,11 +302,19 @@ impl Registry {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let admissions = match (&store, settings.validation_cache_ttl) {
+            (Store::Postgres(_), ttl) if !ttl.is_zero() => Some(AdmissionCache {
+                entries: dashmap::DashMap::default(),
+                ttl,
+            }),
+            _ => None,
+        };
         Self {
             store,
             statics,
             settings,
             clock,
+            admissions,
         }
     }
 

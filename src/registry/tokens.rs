@@ -50,6 +50,19 @@ pub struct IntrospectionDetails {
     pub cnf: Option<serde_json::Value>,
 }
 
+/// Why an edge route refused a request (SPEC §5a): the metric label, and the answer.
+#[derive(Debug)]
+pub struct Refused {
+    pub reason: &'static str,
+    pub error: Error,
+}
+
+impl Refused {
+    fn new(reason: &'static str, error: Error) -> Self {
+        Self { reason, error }
+    }
+}
+
 /// An initial access token that authorized a registration.
 #[derive(Debug, Clone, Copy)]
 pub struct InitialAccess {
@@ -194,6 +207,73 @@ impl Registry {
         Ok(found.token)
     }
 
+    /// Admission at an edge route (SPEC §5a): an access token issued by certgate, active,
+    /// holding `required_scope` (if any), presented with the certificate it is bound to.
+    /// Registration access tokens and initial access tokens are never admitted. With the
+    /// shared store, a positive answer may come from this node's cache
+    /// (`tokens.validation_cache_ttl`).
+    pub async fn admit(
+        &self,
+        token: &str,
+        cert: Option<&ClientCertificate>,
+        required_scope: &str,
+    ) -> Result<AccessToken, Refused> {
+        let invalid = |why: &str| Error::InvalidToken(why.to_owned());
+        let unavailable = |e: Error| Refused::new("unavailable", e);
+        let digest = secret::digest(token);
+        let now = self.now();
+        let cached = self.admissions.as_ref().and_then(|c| c.get(&digest));
+        let record = match cached {
+            Some(record) => record,
+            None => {
+                let found = self
+                    .store
+                    .access_token(&digest)
+                    .await
+                    .map_err(|e| unavailable(e.into()))?
+                    .filter(|f| f.client_alive && f.token.is_live(now))
+                    .map(|f| f.token);
+                let Some(record) = found else {
+                    return Err(Refused::new(
+                        "invalid_token",
+                        invalid("unknown, expired or revoked token"),
+                    ));
+                };
+                if let Some(cache) = &self.admissions {
+                    cache.put(digest, &record);
+                }
+                record
+            }
+        };
+        if !record.is_live(now) {
+            return Err(Refused::new(
+                "invalid_token",
+                invalid("the token has expired"),
+            ));
+        }
+        if record.uses_left.is_some() {
+            return Err(Refused::new(
+                "invalid_token",
+                invalid("an initial access token is for registration only"),
+            ));
+        }
+        if let Some(bound) = record.cnf {
+            if cert.is_none_or(|c| c.sha256 != bound) {
+                return Err(Refused::new(
+                    "certificate",
+                    invalid("the token is bound to a different client certificate"),
+                ));
+            }
+        }
+        if !required_scope.is_empty() && !record.has_scope(required_scope) {
+            return Err(Refused::new(
+                "scope",
+                Error::InsufficientScope(format!("this API needs scope {required_scope:?}")),
+            ));
+        }
+        Ok(record)
+    }
+
     /// Checks a Bearer token presented to `/register`: an initial access token (one use
     /// of it is spent by the registration) or a wider token that includes the
     /// initial-access scope (not spent, SPEC §6a.21).
@@ -259,6 +339,10 @@ impl Registry {
                 return Err(refused());
             }
             self.store.revoke_token(&digest).await?;
+            // On this node revocation takes effect at once, also for edge routes.
+            if let Some(cache) = &self.admissions {
+                cache.forget(&digest);
+            }
             return Ok(());
         }
         if let Some(rec) = self.store.client_by_reg_token(&digest).await? {

@@ -320,9 +320,10 @@ async fn serve_http<I>(
         let app = svc_app.clone();
         let conn = conn.clone();
         async move {
+            // In flight until the body is sent: a long download or an event stream is not
+            // an idle connection. (A dropped response drops the guard too.)
             let resp = handle(app, conn, req).await;
-            drop(in_flight);
-            resp
+            resp.map(|r| r.map(|body| body.with_guard(in_flight)))
         }
     });
     let connection = builder.serve_connection(TokioIo::new(io), svc);
