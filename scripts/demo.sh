@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Walks the whole flow against a running `cargo run --release` with `curl --cert`:
-# register → read (rotation) → update → delete, then the administrator's dcrm flow.
+# register → read (rotation) → update → delete, then the administrator's dcrm flow, then an
+# API behind the shipped /api/ edge route (a throwaway upstream on 127.0.0.1:9000).
 # Fails loudly on any unexpected status.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -82,5 +83,25 @@ step "admin: delete it with the dcrm token"
 call 204 "${ADMIN[@]}" -H "Authorization: Bearer $DCRM" -X DELETE "$BASE/register/$CLIENT_ID"
 call 404 "${ADMIN[@]}" -H "Authorization: Bearer $DCRM" "$BASE/register/$CLIENT_ID"
 echo "deleted"
+
+step "protect an API: a local upstream on 127.0.0.1:9000 behind the shipped /api/ route"
+API_DIR=$(mktemp -d)
+echo '{"orders":[]}' > "$API_DIR/orders.json"
+python3 -m http.server 9000 --bind 127.0.0.1 --directory "$API_DIR" >/dev/null 2>&1 &
+API_PID=$!
+trap 'kill $API_PID 2>/dev/null || true; rm -rf "$API_DIR"' EXIT
+for _ in $(seq 1 50); do curl -s -o /dev/null http://127.0.0.1:9000/ && break; sleep 0.1; done
+call 201 "${CLIENT[@]}" -H 'Content-Type: application/json' \
+  -d '{"grant_types":["client_credentials"],"scope":"api","token_endpoint_auth_method":"tls_client_auth","tls_client_auth_subject_dn":"CN=client1,O=certgate dev"}' \
+  "$BASE/register"
+CLIENT_ID=$(json client_id <<<"$body")
+call 200 "${CLIENT[@]}" -d grant_type=client_credentials -d client_id="$CLIENT_ID" "$BASE/token"
+API_TOKEN=$(json access_token <<<"$body")
+call 200 "${CLIENT[@]}" -H "Authorization: Bearer $API_TOKEN" "$BASE/api/orders.json"
+echo "$body"
+call 401 -H "Authorization: Bearer $API_TOKEN" "$BASE/api/orders.json"
+echo "without the certificate the token is bound to: $body"
+call 401 --cert certs/client2.pem --key certs/client2-key.pem -H "Authorization: Bearer $API_TOKEN" "$BASE/api/orders.json"
+echo "with another certificate: refused too"
 
 printf '\ndemo: all steps passed\n'

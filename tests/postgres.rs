@@ -7,6 +7,7 @@ mod common;
 mod durable;
 mod listening;
 mod pg;
+mod upstream;
 
 use std::path::Path;
 use std::process::Command;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
+use serde_json::json;
 
 use durable::{dcrm_token, registration_body, root, Api, Gateway, Reply, Setup};
 use pg::Cluster;
@@ -290,6 +292,64 @@ fn revocation_and_deletion_take_effect_on_the_other_node_at_once() {
         )
         .unwrap();
     assert_eq!(r.json()["active"], false);
+}
+
+#[test]
+fn an_edge_route_revocation_holds_at_once_on_its_node_and_within_the_cache_ttl_elsewhere() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let up = rt.block_on(upstream::Upstream::start());
+    let pg = Cluster::start();
+    pg.create_db("routes");
+    let mut s = setup(&pg, "routes");
+    s.store = Some(store(&pg, "routes", ""));
+    s.extra = format!(
+        "[tokens]\nvalidation_cache_ttl = \"2s\"\n\
+         [[routes]]\npath_prefix = \"/api/\"\nupstream = \"{}\"\n",
+        up.url()
+    );
+    let a = Gateway::start(&s);
+    let b = Gateway::start(&s);
+    let body = json!({"grant_types": ["client_credentials"], "scope": "api",
+                      "token_endpoint_auth_method": "tls_client_auth",
+                      "tls_client_auth_subject_dn": "CN=client1,O=certgate dev"});
+    let r = a.api(Some("client1")).register(&body).unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.field("client_id");
+    let r = a
+        .api(Some("client1"))
+        .form(
+            "/token",
+            &[],
+            &[("grant_type", "client_credentials"), ("client_id", &id)],
+        )
+        .unwrap();
+    let token = r.field("access_token");
+    let call = |g: &Gateway| {
+        let auth = format!("Bearer {token}");
+        g.api(Some("client1"))
+            .call("GET", "/api/orders", &[("authorization", &auth)], b"")
+            .unwrap()
+            .status
+    };
+    assert_eq!(call(&a), 200);
+    assert_eq!(call(&b), 200);
+    let r = a
+        .api(Some("client1"))
+        .form("/revoke", &[], &[("client_id", &id), ("token", &token)])
+        .unwrap();
+    assert_eq!(r.status, 200);
+    // The revoking node: at once.
+    assert_eq!(call(&a), 401);
+    // The other node: within validation_cache_ttl (2 s).
+    let revoked = Instant::now();
+    wait_until("the other node to refuse", Duration::from_secs(6), || {
+        call(&b) == 401
+    });
+    assert!(
+        revoked.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        revoked.elapsed()
+    );
 }
 
 #[test]

@@ -31,6 +31,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 mod listening;
+mod upstream;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const CERTGATE: &str = env!("CARGO_BIN_EXE_certgate");
@@ -75,6 +76,65 @@ fn an_nginx_header_reaching_the_proxy_listener_from_an_untrusted_address_is_igno
 #[test]
 fn certgate_with_empty_trusted_proxies_believes_nothing_nginx_forwards() {
     empty_trusted_proxies_believes_nothing_forwarded(Proxy::Nginx);
+}
+
+#[test]
+fn a_route_behind_nginx_admits_the_token_bound_to_the_certificate_nginx_forwards() {
+    // A real upstream, served by a runtime of this test's own.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let up = rt.block_on(upstream::Upstream::start());
+    let route = format!(
+        "\n[[routes]]\npath_prefix = \"/api/\"\nupstream = \"{}\"\nrequired_scope = \"api\"\n",
+        up.url()
+    );
+    let d = Deployment::start_with(Proxy::Nginx, |toml| format!("{toml}{route}"));
+    // A tls_client_auth client, registered and issued a token through nginx: the token is
+    // bound to the certificate nginx forwarded.
+    let body = r#"{"grant_types":["client_credentials"],"scope":"api","token_endpoint_auth_method":"tls_client_auth","tls_client_auth_subject_dn":"CN=client1,O=certgate dev"}"#;
+    let reg = Curl::new()
+        .cert("client1")
+        .post_json(&d.front("/register"), body);
+    assert_eq!(reg.status, 201, "{}", reg.body);
+    let id = reg.json()["client_id"].as_str().unwrap().to_owned();
+    let mut c = Curl::new().cert("client1");
+    c.args.extend([
+        "--data-urlencode".into(),
+        "grant_type=client_credentials".into(),
+        "--data-urlencode".into(),
+        format!("client_id={id}"),
+    ]);
+    let t = c.run(&d.front("/token"));
+    assert_eq!(t.status, 200, "{}", t.body);
+    let token = t.json()["access_token"].as_str().unwrap().to_owned();
+
+    let r = Curl::new()
+        .cert("client1")
+        .bearer(&token)
+        .get(&d.front("/api/orders?page=2"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = up.last();
+    assert_eq!(seen.target, "/api/orders?page=2");
+    assert_eq!(seen.header("x-client-id"), Some(id.as_str()));
+    assert_eq!(
+        seen.header("x-client-cert-thumbprint"),
+        Some(thumbprint("client1").as_str())
+    );
+    assert_eq!(seen.header("x-token-scope"), Some("api"));
+    // nginx's X-Forwarded-For (the client) followed by nginx's own address.
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1, 127.0.0.1"));
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(seen.header("x-ssl-client-cert"), None);
+    assert_eq!(seen.header("authorization"), None);
+    // Through nginx with another certificate: refused, and the upstream sees nothing.
+    let before = up.count();
+    let r = Curl::new()
+        .cert("client2")
+        .bearer(&token)
+        .get(&d.front("/api/orders"));
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = Curl::new().bearer(&token).get(&d.front("/api/orders"));
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(up.count(), before);
 }
 
 // === HAProxy ===
