@@ -246,6 +246,23 @@ pub struct RegistrationConfig {
     pub max_body_bytes: usize,
     /// Live registrations bound to one certificate thumbprint.
     pub max_clients_per_certificate: u32,
+    /// A registration without a valid software statement is refused.
+    pub require_software_statement: bool,
+    /// > 0: statements need `iat`, at most this old.
+    #[serde(with = "humantime_serde_str")]
+    pub software_statement_max_age: Duration,
+    /// The directories whose statements are trusted.
+    pub software_statement_issuers: Vec<StatementIssuer>,
+}
+
+/// `[[registration.software_statement_issuers]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatementIssuer {
+    /// The statement's `iss`.
+    pub issuer: String,
+    /// A JWKS file with the issuer's public keys (read again on SIGHUP).
+    pub jwks_file: PathBuf,
 }
 
 impl Default for RegistrationConfig {
@@ -266,6 +283,9 @@ impl Default for RegistrationConfig {
             initial_access_scope: "dcr".into(),
             max_body_bytes: 64 * 1024,
             max_clients_per_certificate: 100,
+            require_software_statement: false,
+            software_statement_max_age: Duration::ZERO,
+            software_statement_issuers: Vec::new(),
         }
     }
 }
@@ -573,6 +593,27 @@ impl Config {
             }
         }
         self.validate_routes()?;
+        let mut issuers = std::collections::HashSet::new();
+        for (i, iss) in self
+            .registration
+            .software_statement_issuers
+            .iter()
+            .enumerate()
+        {
+            let key = format!("registration.software_statement_issuers[{i}]");
+            if iss.issuer.is_empty() {
+                return bad(&format!("{key}.issuer"), "must not be empty");
+            }
+            if !issuers.insert(iss.issuer.as_str()) {
+                return bad(
+                    &format!("{key}.issuer"),
+                    &format!("duplicate {:?}", iss.issuer),
+                );
+            }
+            if iss.jwks_file.as_os_str().is_empty() {
+                return bad(&format!("{key}.jwks_file"), "must name a JWKS file");
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, c) in self.clients.iter().enumerate() {
             let key = |k: &str| format!("clients[{i}].{k}");

@@ -13,6 +13,7 @@
 //! - `http`         — routing, decoding, the one error → (status, RFC code) mapping
 //! - `metadata`     — RFC 7591 / RFC 8705 client metadata parsed into valid types
 //! - `json`         — strict JSON from the network (duplicate members refused)
+//! - `statement`    — software statements: trusted issuers' keys, verification, claims
 //! - `jwk`          — registered JWKs: public keys only, `x5c` certificates of that key
 //! - `cert_match`   — does a certificate satisfy declared subject DN / SAN / jwks
 //! - `model`        — the records every backend keeps (clients, access tokens)
@@ -41,6 +42,7 @@ pub mod registry;
 pub mod route;
 pub mod secret;
 pub mod server;
+pub mod statement;
 pub mod store;
 pub mod tls;
 
@@ -52,10 +54,11 @@ pub use config::Config;
 pub use server::Listeners;
 
 /// Every check start-up makes of a configuration beyond parsing it (TLS files, static
-/// clients, routes, the database settings), without binding a socket or touching stored state: what `check-config` runs.
+/// clients, statement issuers' JWKS files, routes, the database settings), without binding a socket or touching stored state: what `check-config` runs.
 pub fn check(config: &Config) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     tls::Tls::load(&config.tls)?;
     registry::Registry::static_clients(config)?;
+    registry::Registry::statement_issuers(config)?;
     route::Table::from_config(config)?;
     if config.store.backend == config::Backend::Postgres {
         store::postgres::PgSettings::from_config(config)?;

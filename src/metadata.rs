@@ -14,6 +14,8 @@ pub enum MetadataError {
     RedirectUri(String),
     /// `invalid_client_metadata`.
     ClientMetadata(String),
+    /// `invalid_software_statement`.
+    InvalidSoftwareStatement(String),
     /// `unapproved_software_statement`.
     UnapprovedSoftwareStatement(String),
 }
@@ -23,6 +25,7 @@ impl std::fmt::Display for MetadataError {
         match self {
             Self::RedirectUri(d)
             | Self::ClientMetadata(d)
+            | Self::InvalidSoftwareStatement(d)
             | Self::UnapprovedSoftwareStatement(d) => f.write_str(d),
         }
     }
@@ -288,9 +291,14 @@ impl ClientMetadata {
     /// Parses a request object. Server-issued fields must already be removed by the caller
     /// (registration ignores them, PUT checks them first).
     pub fn parse(mut body: Map<String, Value>, policy: &Policy) -> Result<Self, MetadataError> {
-        if body.contains_key("software_statement") {
-            return Err(MetadataError::UnapprovedSoftwareStatement(
-                "no software statement issuer is trusted by this server".into(),
+        // A statement was verified and its claims merged in by the caller (`statement`);
+        // here it is only kept, verbatim, to be returned (RFC 7591 §3.2.1).
+        if body
+            .get("software_statement")
+            .is_some_and(|v| !v.is_string())
+        {
+            return Err(MetadataError::InvalidSoftwareStatement(
+                "software_statement must be a string (a compact JWS)".into(),
             ));
         }
         for field in SERVER_FIELDS {

@@ -125,6 +125,22 @@ fn check_config_reads_a_routes_upstream_ca_and_names_the_route_and_file() {
 }
 
 #[test]
+fn check_config_reads_the_statement_issuers_jwks_files() {
+    let out = check_config(
+        "[[registration.software_statement_issuers]]\nissuer = \"https://directory.example\"\n\
+         jwks_file = \"certs/no-such.jwks.json\"\n",
+    );
+    assert_rejected(
+        &out,
+        &[
+            "software_statement_issuers[0]",
+            "https://directory.example",
+            "no-such.jwks.json",
+        ],
+    );
+}
+
+#[test]
 fn check_config_rejects_durations_that_would_lie() {
     for (toml, key) in [
         (

@@ -14,6 +14,11 @@ use serde_json::{json, Value};
 use common::*;
 
 const OPEN: &str = "[registration]\nauthentication = []\n";
+
+/// A well-formed statement (`{"alg":"RS256"}`, `{"iss":"https://unknown.example",
+/// "software_id":"x"}`) from an issuer no configuration trusts.
+const UNKNOWN_ISSUER_STATEMENT: &str = "eyJhbGciOiJSUzI1NiJ9.\
+    eyJpc3MiOiJodHRwczovL3Vua25vd24uZXhhbXBsZSIsInNvZnR3YXJlX2lkIjoieCJ9.c2ln";
 const DAY: u64 = 86_400;
 
 // === helpers ===
@@ -636,6 +641,10 @@ async fn spec_4_put_validates_like_registration() {
         ),
         (
             json!({"client_id": cid, "software_statement": "a.b.c"}),
+            "invalid_software_statement",
+        ),
+        (
+            json!({"client_id": cid, "software_statement": UNKNOWN_ISSUER_STATEMENT}),
             "unapproved_software_statement",
         ),
     ] {

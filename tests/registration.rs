@@ -604,7 +604,7 @@ async fn rfc7591_2_2_language_tagged_human_readable_fields_are_kept() {
 #[tokio::test]
 async fn rfc7591_3_1_1_untrusted_software_statement_is_unapproved_software_statement() {
     refused_metadata(
-        json!({"software_statement": "eyJhbGciOiJSUzI1NiJ9.eyJzb2Z0d2FyZV9pZCI6IngifQ.c2ln"}),
+        json!({"software_statement": "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJodHRwczovL3Vua25vd24uZXhhbXBsZSIsInNvZnR3YXJlX2lkIjoieCJ9.c2ln"}),
         "unapproved_software_statement",
     )
     .await;

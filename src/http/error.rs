@@ -106,6 +106,9 @@ impl From<registry::Error> for ApiError {
             E::Metadata(MetadataError::ClientMetadata(d)) => {
                 Self::new(StatusCode::BAD_REQUEST, "invalid_client_metadata", d)
             }
+            E::Metadata(MetadataError::InvalidSoftwareStatement(d)) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_software_statement", d)
+            }
             E::Metadata(MetadataError::UnapprovedSoftwareStatement(d)) => {
                 Self::new(StatusCode::BAD_REQUEST, "unapproved_software_statement", d)
             }

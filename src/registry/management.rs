@@ -11,7 +11,10 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::{same_certificate, ClientResponse, Error, Fresh, Registry, Settings, ATTEMPTS};
+use super::{
+    apply_statement, registered_statement, same_certificate, ClientResponse, Error, Fresh,
+    Registry, Settings, ATTEMPTS,
+};
 use crate::cert_match;
 use crate::identity::ClientCertificate;
 use crate::metadata::{AuthMethod, ClientMetadata, MetadataError, Registered};
@@ -327,7 +330,7 @@ impl Registry {
             // The body is judged only after the token and certificate checks: a caller
             // without a valid token learns nothing about how its body would fare.
             if let Some(body) = body.take() {
-                update = Some(self.prepare_update(client_id, body)?);
+                update = Some(self.prepare_update(&rec, body)?);
             }
             let fresh = Fresh::draw();
             let (commit, reply) = decide_self(
@@ -363,7 +366,7 @@ impl Registry {
                 )));
             };
             if let Some(body) = body.take() {
-                update = Some(self.prepare_update(client_id, body)?);
+                update = Some(self.prepare_update(&rec, body)?);
             }
             let (commit, reply) = decide_admin(&rec, update.as_ref(), delete, &Fresh::draw())?;
             match self.commit(&rec, commit).await {
@@ -434,12 +437,14 @@ impl Registry {
         }
     }
 
-    /// RFC 7592 §2.2 checks that need only the body.
+    /// RFC 7592 §2.2 checks of the body, and its software statement (a client registered
+    /// with one keeps its claims unless the PUT brings a new valid statement).
     fn prepare_update(
         &self,
-        client_id: &str,
+        client: &ClientRecord,
         mut body: Map<String, Value>,
     ) -> Result<Update, Error> {
+        let client_id = client.client_id.as_str();
         let bad = |msg: String| Error::Metadata(MetadataError::ClientMetadata(msg));
         for field in [
             "registration_access_token",
@@ -468,6 +473,13 @@ impl Registry {
             Some(_) => return Err(bad("client_secret must be a string".into())),
         };
         body.remove("registration_access_token_expires_in");
+        apply_statement(
+            &self.settings,
+            &self.issuers,
+            &mut body,
+            registered_statement(client),
+            self.now(),
+        )?;
         let metadata = ClientMetadata::parse(body, &self.settings.policy)?.into_registered()?;
         Ok(Update {
             metadata,

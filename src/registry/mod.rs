@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::metadata::{ClientRules, MetadataError, Policy, Registered};
 use crate::model::{AccessToken, ClientRecord};
 use crate::secret::Digest;
+use crate::statement::Issuers;
 use crate::store::postgres::PgSettings;
 use crate::store::{MemoryStore, PgStore, SnapshotStats, Store, StoreError};
 
@@ -109,6 +110,8 @@ pub struct Settings {
     pub max_clients_per_certificate: u32,
     pub max_active_per_client: u32,
     pub validation_cache_ttl: std::time::Duration,
+    pub require_software_statement: bool,
+    pub software_statement_max_age: u64,
 }
 
 impl Settings {
@@ -139,6 +142,8 @@ impl Settings {
             max_clients_per_certificate: c.registration.max_clients_per_certificate,
             max_active_per_client: c.tokens.max_active_per_client,
             validation_cache_ttl: c.tokens.validation_cache_ttl,
+            require_software_statement: c.registration.require_software_statement,
+            software_statement_max_age: c.registration.software_statement_max_age.as_secs(),
         }
     }
 }
@@ -162,6 +167,8 @@ pub struct Registry {
     clock: Arc<dyn Clock>,
     /// Positive edge-route admissions, per node (shared store only, SPEC §5a).
     admissions: Option<AdmissionCache>,
+    /// The directories whose software statements are trusted (SPEC §3).
+    issuers: Arc<Issuers>,
 }
 
 /// Tokens an edge route admitted recently, reused for at most `tokens.validation_cache_ttl`
@@ -299,6 +306,7 @@ impl Registry {
     pub fn new(
         store: Store,
         statics: std::collections::HashMap<String, StaticClient>,
+        issuers: Arc<Issuers>,
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Self {
@@ -315,6 +323,7 @@ impl Registry {
             settings,
             clock,
             admissions,
+            issuers,
         }
     }
 
@@ -323,6 +332,7 @@ impl Registry {
     /// runtime: it connects in the background).
     pub fn from_config(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, String> {
         let statics = Self::static_clients(config)?;
+        let issuers = Arc::new(Self::statement_issuers(config)?);
         let dir = &config.store.data_dir;
         let store = match config.store.backend {
             Backend::Postgres => Store::Postgres(PgStore::start(
@@ -339,6 +349,7 @@ impl Registry {
         Ok(Self::new(
             store,
             statics,
+            issuers,
             Settings::from_config(config),
             clock,
         ))
@@ -359,6 +370,24 @@ impl Registry {
                     .map_err(|e| format!("clients[{i}] ({}): {e}", c.client_id))
             })
             .collect()
+    }
+
+    /// The trusted software statement issuers, their JWKS files read (`check-config` runs
+    /// this too).
+    pub fn statement_issuers(config: &Config) -> Result<Issuers, String> {
+        Issuers::load(
+            config
+                .registration
+                .software_statement_issuers
+                .iter()
+                .map(|i| (i.issuer.clone(), i.jwks_file.clone()))
+                .collect(),
+        )
+    }
+
+    /// Reads the issuers' JWKS files again (SIGHUP); the keys in force stay on error.
+    pub fn reload_statement_issuers(&self) -> Result<(), String> {
+        self.issuers.reload()
     }
 
     /// The store the registry commits to.
@@ -441,6 +470,53 @@ impl Registry {
             metadata: client.metadata.clone(),
         }
     }
+}
+
+/// Applies a software statement to a registration or update body (SPEC §3): a statement in
+/// the body is verified and its claims take precedence over the body's fields; without one,
+/// the statement `kept` (a PUT's client's, verified when registered) applies the same way.
+/// The statement itself stays in the body, to be registered and returned unmodified.
+fn apply_statement(
+    s: &Settings,
+    issuers: &Issuers,
+    body: &mut serde_json::Map<String, serde_json::Value>,
+    kept: Option<String>,
+    now: u64,
+) -> Result<(), Error> {
+    use serde_json::Value;
+    let claims = match body.get("software_statement") {
+        Some(Value::String(jws)) => issuers.verify(jws, now, s.software_statement_max_age)?,
+        Some(_) => {
+            return Err(MetadataError::InvalidSoftwareStatement(
+                "software_statement must be a string (a compact JWS)".into(),
+            )
+            .into())
+        }
+        None => match kept {
+            Some(jws) => {
+                let claims = crate::statement::registered_claims(&jws).unwrap_or_default();
+                body.insert("software_statement".into(), Value::String(jws));
+                claims
+            }
+            None if s.require_software_statement => {
+                return Err(MetadataError::InvalidSoftwareStatement(
+                    "this server accepts registrations with a software statement only".into(),
+                )
+                .into())
+            }
+            None => return Ok(()),
+        },
+    };
+    for (k, v) in claims {
+        body.insert(k, v);
+    }
+    Ok(())
+}
+
+/// The software statement a client registered with, if any.
+fn registered_statement(client: &ClientRecord) -> Option<String> {
+    let meta: serde_json::Value = serde_json::from_str(&client.metadata.json).ok()?;
+    meta.get("software_statement")?.as_str().map(str::to_owned)
 }
 
 /// Whether the presented certificate is the one `client` is bound to.

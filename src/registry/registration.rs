@@ -4,13 +4,14 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::{ClientResponse, Error, Fresh, Registry, Settings};
+use super::{apply_statement, ClientResponse, Error, Fresh, Registry, Settings};
 use crate::cert_match;
 use crate::config::RegistrationAuth;
 use crate::identity::{CertSource, ClientCertificate};
 use crate::metadata::{ClientMetadata, MetadataError};
 use crate::model::{ClientRecord, RegToken};
 use crate::secret::Digest;
+use crate::statement::Issuers;
 
 /// Checks `registration.authentication` (SPEC §3): any one accepted way suffices.
 ///
@@ -58,11 +59,15 @@ pub fn authorize(
 /// bound to it.
 fn decide(
     settings: &Settings,
-    body: Map<String, Value>,
+    issuers: &Issuers,
+    mut body: Map<String, Value>,
     cert: Option<&ClientCertificate>,
     fresh: Fresh,
     now: u64,
 ) -> Result<(ClientRecord, Fresh), Error> {
+    // A statement's claims win over the body's, then the whole is judged like any body: a
+    // statement cannot grant a reserved scope or skip the certificate rules.
+    apply_statement(settings, issuers, &mut body, None, now)?;
     let metadata = ClientMetadata::parse(body, &settings.policy)?.into_registered()?;
     if let Some(cert) = cert {
         if settings.require_matching_certificate {
@@ -108,7 +113,14 @@ impl Registry {
         initial: Option<Digest>,
     ) -> Result<ClientResponse, Error> {
         let now = self.now();
-        let (client, fresh) = decide(&self.settings, body, cert, Fresh::draw(), now)?;
+        let (client, fresh) = decide(
+            &self.settings,
+            &self.issuers,
+            body,
+            cert,
+            Fresh::draw(),
+            now,
+        )?;
         let uses_secret = client.secret.is_some();
         let response = ClientResponse {
             registration_client_uri: self.client_uri(&client.client_id),

@@ -377,5 +377,11 @@ async fn reload_on_sighup(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                 tracing::error!(error = %e, "SIGHUP: reload failed; keeping the previous TLS files")
             }
         }
+        match app.registry.reload_statement_issuers() {
+            Ok(()) => tracing::info!("SIGHUP: reloaded the software statement issuers' keys"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: reload failed; keeping the previous issuer keys")
+            }
+        }
     }
 }
