@@ -1,93 +1,274 @@
-//! Distinguished names in RFC 4514 string form: parsing, and the canonical form in which
-//! equal names are equal strings (used wherever a DN is compared: registration,
-//! `tls_client_auth`, static clients).
+//! Distinguished names: the RFC 4514 strings clients and operators declare, the subjects
+//! certificates carry, and RFC 4517 `distinguishedNameMatch` between them (SPEC §5).
+//!
+//! A name is a sequence of RDNs, each a set of (attribute type OID, value). Two names match
+//! when they have the same number of RDNs, in the same order, each RDN the same set of
+//! types, and the values equal after RFC 4518 string preparation (transcoding, mapping,
+//! NFKC, case folding, insignificant-space handling) whatever the ASN.1 string type
+//! (UTF8String, PrintableString, IA5String, BMPString, TeletexString). A declared `#hex`
+//! value compares byte for byte with the DER encoding of the certificate's value.
+//! Declared names are kept as declared; this parsed form is derived from them when needed.
 
-/// Distinguished-name equality in the spirit of RFC 4517 `distinguishedNameMatch`:
-/// attribute types case-insensitive (short names and OIDs alike), values compared
-/// case-insensitively with insignificant spaces removed, AVA order inside an RDN ignored.
+use std::fmt::Write as _;
+
+use unicode_normalization::UnicodeNormalization as _;
+use x509_parser::der_parser::asn1_rs::ToDer;
+use x509_parser::x509::X509Name;
+
+/// A parsed distinguished name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dn(Vec<Rdn>);
+
+/// One RDN: its attribute-value assertions, sorted so that equal sets compare equal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rdn(Vec<Ava>);
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Ava {
+    /// The attribute type, dotted.
+    oid: String,
+    value: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Value {
+    /// Prepared text (RFC 4518), of a string value.
+    Text(String),
+    /// The DER encoding of the value (a declared `#hex`).
+    Der(Vec<u8>),
+    /// A certificate's value: its DER, and its prepared text when it is a string type.
+    Both(Vec<u8>, Option<String>),
+}
+
+/// Attribute type names, as RFC 4514 strings may write them (matched case-insensitively),
+/// and their OIDs. The first name of each OID is the one printed.
+const NAMES: &[(&str, &str)] = &[
+    ("CN", "2.5.4.3"),
+    ("commonName", "2.5.4.3"),
+    ("SN", "2.5.4.4"),
+    ("surname", "2.5.4.4"),
+    ("serialNumber", "2.5.4.5"),
+    ("C", "2.5.4.6"),
+    ("countryName", "2.5.4.6"),
+    ("L", "2.5.4.7"),
+    ("localityName", "2.5.4.7"),
+    ("ST", "2.5.4.8"),
+    ("S", "2.5.4.8"),
+    ("stateOrProvinceName", "2.5.4.8"),
+    ("STREET", "2.5.4.9"),
+    ("streetAddress", "2.5.4.9"),
+    ("O", "2.5.4.10"),
+    ("organizationName", "2.5.4.10"),
+    ("OU", "2.5.4.11"),
+    ("organizationalUnitName", "2.5.4.11"),
+    ("title", "2.5.4.12"),
+    ("description", "2.5.4.13"),
+    ("businessCategory", "2.5.4.15"),
+    ("postalCode", "2.5.4.17"),
+    ("GN", "2.5.4.42"),
+    ("givenName", "2.5.4.42"),
+    ("initials", "2.5.4.43"),
+    ("generationQualifier", "2.5.4.44"),
+    ("dnQualifier", "2.5.4.46"),
+    ("pseudonym", "2.5.4.65"),
+    ("organizationIdentifier", "2.5.4.97"),
+    ("DC", "0.9.2342.19200300.100.1.25"),
+    ("domainComponent", "0.9.2342.19200300.100.1.25"),
+    ("UID", "0.9.2342.19200300.100.1.1"),
+    ("userId", "0.9.2342.19200300.100.1.1"),
+    ("emailAddress", "1.2.840.113549.1.9.1"),
+    ("E", "1.2.840.113549.1.9.1"),
+    ("email", "1.2.840.113549.1.9.1"),
+    ("jurisdictionC", "1.3.6.1.4.1.311.60.2.1.3"),
+    ("jurisdictionST", "1.3.6.1.4.1.311.60.2.1.2"),
+    ("jurisdictionL", "1.3.6.1.4.1.311.60.2.1.1"),
+];
+
+/// The name an OID is printed with, if it has one.
+pub fn short_name(oid: &str) -> Option<&'static str> {
+    NAMES.iter().find(|(_, o)| *o == oid).map(|(n, _)| *n)
+}
+
+// === impl Dn ===
+
+impl Dn {
+    /// Parses an RFC 4514 string; `None` when it is not a non-empty name certgate can
+    /// compare (an unknown attribute name, a malformed value).
+    pub fn parse(s: &str) -> Option<Self> {
+        if s.trim().is_empty() {
+            return None;
+        }
+        let mut rdns = Vec::new();
+        for rdn in split_unescaped(s, ',') {
+            let mut avas = Vec::new();
+            for ava in split_unescaped(&rdn, '+') {
+                let (ty, value) = ava.split_once('=')?;
+                let oid = attribute_oid(ty.trim())?;
+                avas.push(Ava {
+                    oid,
+                    value: declared_value(value)?,
+                });
+            }
+            avas.sort();
+            rdns.push(Rdn(avas));
+        }
+        Some(Self(rdns))
+    }
+
+    /// A certificate's subject (or issuer).
+    pub fn from_x509(name: &X509Name<'_>) -> Self {
+        let rdns = name
+            .iter()
+            .map(|rdn| {
+                let mut avas: Vec<Ava> = rdn
+                    .iter()
+                    .map(|atv| {
+                        let value = atv.attr_value();
+                        let der = value.to_der_vec().unwrap_or_default();
+                        let text = decode_string(value.header.tag().0, value.data)
+                            .and_then(|t| prepare(&t));
+                        Ava {
+                            oid: atv.attr_type().to_id_string(),
+                            value: Value::Both(der, text),
+                        }
+                    })
+                    .collect();
+                avas.sort();
+                Rdn(avas)
+            })
+            .collect::<Vec<_>>();
+        // X.509 lists RDNs from the root; RFC 4514 strings from the leaf.
+        Self(rdns.into_iter().rev().collect())
+    }
+
+    /// RFC 4517 `distinguishedNameMatch` of this (declared) name against `other`.
+    pub fn matches(&self, other: &Dn) -> bool {
+        self.0.len() == other.0.len() && self.0.iter().zip(&other.0).all(|(a, b)| a.matches(b))
+    }
+
+    /// A canonical text form: equal declared names give equal strings.
+    pub fn canonical(&self) -> String {
+        let mut out = String::new();
+        for (i, rdn) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            for (j, ava) in rdn.0.iter().enumerate() {
+                if j > 0 {
+                    out.push('+');
+                }
+                out.push_str(short_name(&ava.oid).unwrap_or(&ava.oid));
+                out.push('=');
+                match &ava.value {
+                    Value::Text(t) | Value::Both(_, Some(t)) => escape(t, &mut out),
+                    Value::Der(der) | Value::Both(der, None) => {
+                        out.push('#');
+                        for b in der {
+                            let _ = write!(out, "{b:02x}");
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Rdn {
+    /// The same set of (type, value): every declared AVA pairs with a distinct one of
+    /// `other`'s.
+    fn matches(&self, other: &Rdn) -> bool {
+        if self.0.len() != other.0.len() {
+            return false;
+        }
+        let mut used = vec![false; other.0.len()];
+        self.0.iter().all(|a| {
+            let found = other
+                .0
+                .iter()
+                .enumerate()
+                .position(|(i, b)| !used[i] && a.oid == b.oid && a.value.matches(&b.value));
+            match found {
+                Some(i) => {
+                    used[i] = true;
+                    true
+                }
+                None => false,
+            }
+        })
+    }
+}
+
+impl Value {
+    fn matches(&self, other: &Value) -> bool {
+        let der = |v: &Value| match v {
+            Value::Der(d) | Value::Both(d, _) => Some(d.clone()),
+            Value::Text(_) => None,
+        };
+        let text = |v: &Value| match v {
+            Value::Text(t) | Value::Both(_, Some(t)) => Some(t.clone()),
+            _ => None,
+        };
+        match (self, other) {
+            // A #hex side compares encodings, byte for byte.
+            (Value::Der(_), _) | (_, Value::Der(_)) => {
+                der(self).is_some() && der(self) == der(other)
+            }
+            _ => text(self).is_some() && text(self) == text(other),
+        }
+    }
+}
+
+/// Whether two RFC 4514 strings name the same entry.
 pub fn dn_equal(a: &str, b: &str) -> bool {
-    match (canonical_dn(a), canonical_dn(b)) {
-        (Some(a), Some(b)) => a == b,
+    match (Dn::parse(a), Dn::parse(b)) {
+        (Some(a), Some(b)) => a.matches(&b),
         _ => false,
     }
 }
 
-/// A form of a distinguished name in which equal names (as `dn_equal` sees them) are
-/// equal strings, so a declared DN is parsed once and compared by `==` afterwards.
-/// `None` when `s` is not a non-empty RFC 4514 name.
+/// The canonical form of an RFC 4514 string (`None` if it is not one).
 pub fn canonical_dn(s: &str) -> Option<String> {
-    let rdns = parse_dn(s)?;
-    if rdns.is_empty() {
-        return None;
-    }
-    let mut out = String::with_capacity(s.len());
-    for (i, rdn) in rdns.iter().enumerate() {
+    Dn::parse(s).map(|d| d.canonical())
+}
+
+/// The RFC 4514 string form of a certificate's name (for display: `/identity`, logs).
+pub fn rfc4514(name: &X509Name<'_>) -> String {
+    let mut out = String::new();
+    let rdns: Vec<_> = name.iter().collect();
+    for (i, rdn) in rdns.iter().rev().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        for (j, (ty, value)) in rdn.iter().enumerate() {
+        for (j, atv) in rdn.iter().enumerate() {
             if j > 0 {
                 out.push('+');
             }
-            out.push_str(ty);
-            out.push('=');
-            match value {
-                // Only lowercase hex digits: nothing to escape.
-                Value::Hex(hex) => out.push_str(hex),
-                Value::Str(s) => {
-                    // A leading '#' would read back as a hex string.
-                    if s.starts_with('#') {
-                        out.push('\\');
-                    }
-                    for c in s.chars() {
-                        if matches!(c, ',' | '+' | '=' | '\\') {
-                            out.push('\\');
-                        }
-                        out.push(c);
+            let oid = atv.attr_type().to_id_string();
+            let value = atv.attr_value();
+            let text = decode_string(value.header.tag().0, value.data);
+            match (short_name(&oid), text) {
+                (Some(name), Some(text)) => {
+                    out.push_str(name);
+                    out.push('=');
+                    escape(&text, &mut out);
+                }
+                // RFC 4514 §2.4: a type without a name, or a value without a string form,
+                // is written as #hex of its BER encoding.
+                (name, _) => {
+                    out.push_str(name.unwrap_or(&oid));
+                    out.push_str("=#");
+                    for b in value.to_der_vec().unwrap_or_default() {
+                        let _ = write!(out, "{b:02x}");
                     }
                 }
             }
         }
     }
-    Some(out)
+    out
 }
 
-type Rdn = Vec<(String, Value)>;
-
-/// An attribute value, folded for comparison.
-#[derive(Debug)]
-enum Value {
-    /// RFC 4514 `#` hexstring (the BER encoding), `#` and lowercase hex digits.
-    Hex(String),
-    /// A string value, unescaped.
-    Str(String),
-}
-
-impl Value {
-    fn text(&self) -> &str {
-        match self {
-            Value::Hex(s) | Value::Str(s) => s,
-        }
-    }
-}
-
-fn parse_dn(s: &str) -> Option<Vec<Rdn>> {
-    let mut rdns = Vec::new();
-    if s.trim().is_empty() {
-        return Some(rdns);
-    }
-    for rdn in split_unescaped(s, ',') {
-        let mut avas = Vec::new();
-        for ava in split_unescaped(&rdn, '+') {
-            let (ty, value) = ava.split_once('=')?;
-            let ty = canonical_type(ty.trim())?;
-            avas.push((ty, normalize_value(value)?));
-        }
-        avas.sort_by(|(ta, va), (tb, vb)| (ta, va.text()).cmp(&(tb, vb.text())));
-        rdns.push(avas);
-    }
-    Some(rdns)
-}
+// === parsing RFC 4514 ===
 
 fn split_unescaped(s: &str, sep: char) -> Vec<String> {
     let mut parts = vec![String::new()];
@@ -108,81 +289,179 @@ fn split_unescaped(s: &str, sep: char) -> Vec<String> {
     parts
 }
 
-fn canonical_type(ty: &str) -> Option<String> {
-    let upper = ty.to_ascii_uppercase();
-    let upper = match upper.strip_prefix("OID.") {
-        // The legacy prefix only ever precedes a numeric OID.
-        Some(oid) if oid.bytes().all(|b| b.is_ascii_digit() || b == b'.') => oid.to_owned(),
-        Some(_) => return None,
-        None => upper,
+/// An attribute type: a known name (any case), a dotted OID, or `OID.` and a dotted OID.
+fn attribute_oid(ty: &str) -> Option<String> {
+    let numeric = |s: &str| {
+        !s.is_empty()
+            && s.split('.')
+                .all(|arc| !arc.is_empty() && arc.bytes().all(|b| b.is_ascii_digit()))
+            && s.contains('.')
     };
-    let short = match upper.as_str() {
-        "2.5.4.3" | "COMMONNAME" => "CN",
-        "2.5.4.7" | "LOCALITYNAME" => "L",
-        "2.5.4.8" | "STATEORPROVINCENAME" | "S" => "ST",
-        "2.5.4.10" | "ORGANIZATIONNAME" => "O",
-        "2.5.4.11" | "ORGANIZATIONALUNITNAME" => "OU",
-        "2.5.4.6" | "COUNTRYNAME" => "C",
-        "2.5.4.9" | "STREETADDRESS" => "STREET",
-        "0.9.2342.19200300.100.1.25" | "DOMAINCOMPONENT" => "DC",
-        "0.9.2342.19200300.100.1.1" | "USERID" => "UID",
-        "1.2.840.113549.1.9.1" | "EMAILADDRESS" | "E" => "EMAILADDRESS",
-        _ => {
-            let valid = !upper.is_empty()
-                && upper
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-            return valid.then_some(upper);
+    let ty = match ty.get(..4) {
+        Some(p) if p.eq_ignore_ascii_case("OID.") => {
+            let oid = &ty[4..];
+            return numeric(oid).then(|| oid.to_owned());
         }
+        _ => ty,
     };
-    Some(short.to_owned())
+    if numeric(ty) {
+        return Some(ty.to_owned());
+    }
+    NAMES
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(ty))
+        .map(|(_, oid)| (*oid).to_owned())
 }
 
-/// Unescapes an RFC 4514 value and folds it for comparison.
-fn normalize_value(raw: &str) -> Option<Value> {
+/// A declared value: `#hex` (the DER encoding), or a string with RFC 4514 escapes.
+fn declared_value(raw: &str) -> Option<Value> {
     let raw = raw.trim_start();
     if let Some(hex) = raw.strip_prefix('#') {
-        // hexstring = SHARP 1*hexpair (RFC 4514 §3); anything else after an unescaped '#'
-        // is not a name.
+        // hexstring = SHARP 1*hexpair (RFC 4514 §3).
         let hex = hex.trim();
-        let valid =
-            !hex.is_empty() && hex.len() % 2 == 0 && hex.bytes().all(|b| b.is_ascii_hexdigit());
-        return valid.then(|| Value::Hex(format!("#{}", hex.to_ascii_lowercase())));
+        if hex.is_empty() || hex.len() % 2 != 0 {
+            return None;
+        }
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        return Some(Value::Der(bytes));
     }
     let mut bytes = Vec::with_capacity(raw.len());
-    let mut chars = raw.chars().peekable();
-    // Trailing spaces count only when escaped.
-    let mut significant_len = 0;
+    let mut chars = raw.chars();
     while let Some(c) = chars.next() {
         if c == '\\' {
+            // RFC 4514 §3: a hex pair, or one of the characters that need escaping.
             let next = chars.next()?;
             if next.is_ascii_hexdigit() {
                 let lo = chars.next()?;
                 let byte = u8::from_str_radix(&format!("{next}{lo}"), 16).ok()?;
                 bytes.push(byte);
+            } else if matches!(
+                next,
+                ' ' | '"' | '#' | '+' | ',' | ';' | '<' | '=' | '>' | '\\'
+            ) {
+                bytes.push(next as u8);
             } else {
-                let mut buf = [0u8; 4];
-                bytes.extend_from_slice(next.encode_utf8(&mut buf).as_bytes());
+                return None;
             }
-            significant_len = bytes.len();
         } else {
             let mut buf = [0u8; 4];
             bytes.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-            if c != ' ' {
-                significant_len = bytes.len();
-            }
         }
     }
-    bytes.truncate(significant_len);
-    let value = String::from_utf8(bytes).ok()?;
-    // caseIgnoreMatch with insignificant-space handling (RFC 4518, simplified).
-    Some(Value::Str(
-        value
-            .split_whitespace()
+    let text = String::from_utf8(bytes).ok()?;
+    prepare(&text).map(Value::Text)
+}
+
+/// RFC 4514 escaping of a value for printing.
+fn escape(value: &str, out: &mut String) {
+    let last = value.chars().count().saturating_sub(1);
+    for (i, c) in value.chars().enumerate() {
+        match c {
+            '"' | '+' | ',' | ';' | '<' | '>' | '\\' | '=' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' if i == 0 => out.push_str("\\#"),
+            ' ' if i == 0 || i == last => out.push_str("\\ "),
+            c if c.is_control() => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    let _ = write!(out, "\\{b:02x}");
+                }
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+// === certificate values ===
+
+/// The text of an ASN.1 string value, by its universal tag; `None` for other types.
+fn decode_string(tag: u32, data: &[u8]) -> Option<String> {
+    match tag {
+        // UTF8String
+        12 => std::str::from_utf8(data).ok().map(str::to_owned),
+        // NumericString, PrintableString, IA5String, VisibleString: ASCII
+        18 | 19 | 22 | 26 => data
+            .is_ascii()
+            .then(|| String::from_utf8_lossy(data).into_owned()),
+        // TeletexString: read as ISO 8859-1, as certificate software does in practice.
+        20 => Some(data.iter().map(|&b| char::from(b)).collect()),
+        // UniversalString: UCS-4, big-endian.
+        28 => data
+            .chunks(4)
+            .map(|c| {
+                let c: [u8; 4] = c.try_into().ok()?;
+                char::from_u32(u32::from_be_bytes(c))
+            })
+            .collect(),
+        // BMPString: UCS-2, big-endian.
+        30 => {
+            if data.len() % 2 != 0 {
+                return None;
+            }
+            let units: Vec<u16> = data
+                .chunks(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect();
+            String::from_utf16(&units).ok()
+        }
+        _ => None,
+    }
+}
+
+// === RFC 4518 string preparation (caseIgnoreMatch) ===
+
+/// Prepares a value for comparison: maps (control characters to nothing or to SPACE,
+/// other separators to SPACE), case-folds, normalizes (NFKC), refuses prohibited code
+/// points, and folds insignificant spaces (RFC 4518 §2).
+fn prepare(s: &str) -> Option<String> {
+    let mut mapped = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\u{09}' | '\u{0A}' | '\u{0B}' | '\u{0C}' | '\u{0D}' | '\u{85}' => mapped.push(' '),
+            // Mapped to nothing: soft hyphen, combining grapheme joiner, Mongolian free
+            // variation selectors and soft hyphen, zero-width characters, variation
+            // selectors, the object replacement character, and other controls.
+            '\u{AD}'
+            | '\u{34F}'
+            | '\u{1806}'
+            | '\u{180B}'..='\u{180D}'
+            | '\u{200B}'..='\u{200D}'
+            | '\u{2060}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFFC}' => {}
+            c if c.is_control() => {}
+            c if c.is_whitespace() => mapped.push(' '),
+            c => mapped.push(c),
+        }
+    }
+    let folded: String = mapped
+        .to_lowercase()
+        .nfkc()
+        .collect::<String>()
+        .to_lowercase();
+    // Prohibited: private use, non-characters, the replacement character.
+    let prohibited = |c: char| {
+        let n = c as u32;
+        matches!(n, 0xE000..=0xF8FF | 0xF0000..=0xFFFFD | 0x100000..=0x10FFFD | 0xFFFD)
+            || (n & 0xFFFE) == 0xFFFE
+            || (0xFDD0..=0xFDEF).contains(&n)
+    };
+    if folded.chars().any(prohibited) {
+        return None;
+    }
+    Some(
+        folded
+            .split(' ')
+            .filter(|w| !w.is_empty())
             .collect::<Vec<_>>()
-            .join(" ")
-            .to_lowercase(),
-    ))
+            .join(" "),
+    )
 }
 
 #[cfg(test)]
@@ -199,6 +478,7 @@ mod tests {
             "CN=admin,O=certgate dev",
             "2.5.4.3=admin,2.5.4.10=certgate dev"
         ));
+        assert!(dn_equal("CN=admin", "OID.2.5.4.3=admin"));
         assert!(!dn_equal(
             "CN=admin,O=certgate dev",
             "O=certgate dev,CN=admin"
@@ -207,66 +487,88 @@ mod tests {
             "CN=admin,O=certgate dev",
             "CN=admin2,O=certgate dev"
         ));
+        assert!(!dn_equal("CN=admin", "CN=admin,O=x"));
     }
 
     #[test]
-    fn dn_match_handles_escapes_and_multivalued_rdns() {
+    fn every_named_attribute_and_its_oid_agree() {
+        for (dn, same) in [
+            (
+                "organizationIdentifier=PSDGB-FCA-123456",
+                "2.5.4.97=psdgb-fca-123456",
+            ),
+            ("emailAddress=A@B.example", "E=a@b.example"),
+            ("serialNumber=1234", "SERIALNUMBER=1234"),
+            ("GN=Zoë+SN=Smith", "givenName=zoë+surname=SMITH"),
+            ("title=CTO", "2.5.4.12=cto"),
+            ("STREET=1 Main St", "streetAddress=1 main st"),
+            ("DC=example,DC=com", "domainComponent=EXAMPLE,dc=com"),
+            ("UID=ann", "userId=ANN"),
+        ] {
+            assert!(dn_equal(dn, same), "{dn} / {same}");
+        }
+    }
+
+    #[test]
+    fn escapes_and_multivalued_rdns() {
         assert!(dn_equal(r"CN=a\,b,O=x", r"CN=a\2cb,O=x"));
         assert!(dn_equal("CN=a+UID=1,O=x", "UID=1+CN=a,O=x"));
         assert!(!dn_equal(r"CN=a\,b,O=x", "CN=a,CN=b,O=x"));
+        assert!(dn_equal(r"CN=Z\C3\BCrich", "CN=Zürich"));
+        assert!(!dn_equal(r"CN=\#0403616263", "CN=#0403616263"));
     }
 
     #[test]
-    fn dn_validity() {
-        assert!(canonical_dn("CN=x").is_some());
-        assert!(canonical_dn("just text").is_none());
-        assert!(canonical_dn("").is_none());
+    fn rfc4518_preparation() {
+        assert_eq!(prepare("  A  B\tC  ").unwrap(), "a b c");
+        assert_eq!(prepare("ﬁ").unwrap(), "fi"); // NFKC
+        assert_eq!(prepare("Stra\u{AD}sse").unwrap(), "strasse"); // soft hyphen
+        assert_eq!(prepare("A\u{00A0}B").unwrap(), "a b"); // no-break space
+        assert!(prepare("\u{E000}").is_none()); // private use
     }
 
-    /// Found by `fuzz/fuzz_targets/dn.rs`: a '#' value that is not hex pairs kept its text,
-    /// escapes included, and gained a backslash on every pass through `canonical_dn`.
     #[test]
-    fn canonical_dn_is_idempotent() {
+    fn names_that_are_not_names() {
+        for bad in [
+            "",
+            "just text",
+            "CN",
+            "unknownName=x",
+            "OID.cn=a",
+            "OID.OID.4.3=a",
+            "4=#=",
+            "CN=#abc",
+            "CN=#",
+            r"CN=a\",
+            r"CN=\zz",
+        ] {
+            assert!(Dn::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn canonical_forms_are_stable() {
         for dn in [
             "CN=x",
             r"CN=a\,b+UID=\#1,O=x",
             "CN=#0403616263",
-            "CN= #04 ,O=x",
             r"CN=\#x",
-            r"CN=\#ab",
-            r"CN=\23ab",
+            "organizationIdentifier=PSDGB-FCA-123456,O=Bank",
+            "1.2.3.4=#0c0161",
         ] {
             let c = canonical_dn(dn).unwrap();
             assert_eq!(canonical_dn(&c).as_deref(), Some(c.as_str()), "{dn:?}");
-        }
-        // "4=#=" is the minimized fuzzer input.
-        for not_hex in ["4=#=", "1.2.3.4=#0402=870", r"CN=#a\,b", "CN=#", "CN=#abc"] {
-            assert_eq!(canonical_dn(not_hex), None, "{not_hex:?}");
+            assert!(dn_equal(dn, &c), "{dn:?} / {c:?}");
         }
     }
 
-    /// Found by `fuzz/fuzz_targets/dn.rs` (minimized input "OID.OID.="): the "OID." prefix
-    /// was stripped once, so "OID.OID.x" became the type "OID.x", which loses its own prefix
-    /// on the next pass.
     #[test]
-    fn oid_prefix_only_before_a_numeric_oid() {
-        assert_eq!(canonical_dn("OID.OID.="), None);
-        assert_eq!(canonical_dn("OID.OID.4.3=a"), None);
-        assert_eq!(canonical_dn("oid.cn=a"), None);
-        assert_eq!(canonical_dn("OID.1.2.3=a").as_deref(), Some("1.2.3=a"));
-        assert!(dn_equal("oid.2.5.4.3=a", "CN=A"));
-    }
-
-    #[test]
-    fn escaped_hash_is_a_string_not_a_hex_value() {
-        assert!(!dn_equal(r"CN=\#0403616263", "CN=#0403616263"));
-        assert!(dn_equal(r"CN=\#AB", r"CN=\23ab"));
-        assert_eq!(canonical_dn(r"CN=\#x").as_deref(), Some(r"CN=\#x"));
-    }
-
-    #[test]
-    fn canonical_dn_keeps_escaped_separators_apart() {
-        assert_ne!(canonical_dn(r"CN=a\,b,O=x"), canonical_dn("CN=a,CN=b,O=x"));
-        assert_ne!(canonical_dn(r"CN=a\+UID=1"), canonical_dn("CN=a+UID=1"));
+    fn asn1_string_types_decode() {
+        assert_eq!(decode_string(30, &[0, b'A', 0x67, 0x71]).unwrap(), "A東");
+        assert_eq!(decode_string(20, b"Z\xfcrich").unwrap(), "Zürich");
+        assert_eq!(decode_string(28, &[0, 0, 0, b'a']).unwrap(), "a");
+        assert_eq!(decode_string(19, b"GB").unwrap(), "GB");
+        assert_eq!(decode_string(19, b"\xff"), None);
+        assert_eq!(decode_string(4, b"octets"), None);
     }
 }

@@ -2,7 +2,6 @@
 //!
 //! Computed once per TLS connection (or once per proxied request) and shared as an `Arc`.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -12,8 +11,9 @@ use dashmap::DashMap;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 use serde::Serialize;
+
+use crate::dn::{rfc4514, Dn};
 use sha2::{Digest, Sha256};
-use x509_parser::der_parser::asn1_rs::ToDer;
 use x509_parser::prelude::*;
 
 /// Where a certificate came from.
@@ -46,8 +46,8 @@ pub struct ClientCertificate {
     pub sha256: [u8; 32],
     /// Subject DN in RFC 4514 string form.
     pub subject: String,
-    /// The subject in `dn::canonical_dn` form, for DN comparisons by `==`.
-    pub subject_canonical: String,
+    /// The subject, parsed for distinguished-name matching (`dn`).
+    pub subject_dn: Dn,
     /// Subject alternative names.
     pub san: SubjectAltNames,
     /// Whether the chain verifies against `tls.client_ca`.
@@ -93,15 +93,15 @@ impl ClientCertificate {
             return Err(IdentityError("trailing bytes after the certificate".into()));
         }
         let subject = rfc4514(cert.subject());
+        let subject_dn = Dn::from_x509(cert.subject());
         let san = subject_alt_names(&cert)?;
         let chain_verified = verifier
             .verify_client_cert(leaf, intermediates, UnixTime::now())
             .is_ok();
         let sha256: [u8; 32] = Sha256::digest(leaf.as_ref()).into();
-        let subject_canonical = crate::dn::canonical_dn(&subject).unwrap_or_default();
         Ok(Arc::new(Self {
             der: leaf.clone().into_owned(),
-            subject_canonical,
+            subject_dn,
             thumbprint: URL_SAFE_NO_PAD.encode(sha256),
             sha256,
             subject,
@@ -119,7 +119,7 @@ impl ClientCertificate {
             + self.der.len()
             + self.thumbprint.len()
             + self.subject.len()
-            + self.subject_canonical.len()
+            + self.subject.len() * 2
             + san
                 .dns
                 .iter()
@@ -244,71 +244,6 @@ fn subject_alt_names(cert: &X509Certificate<'_>) -> Result<SubjectAltNames, Iden
     Ok(out)
 }
 
-/// Formats a distinguished name as RFC 4514 says: last RDN first, `,` between RDNs,
-/// `+` inside a multi-valued RDN, special characters escaped.
-pub fn rfc4514(name: &X509Name<'_>) -> String {
-    let mut out = String::new();
-    let rdns: Vec<_> = name.iter().collect();
-    for (i, rdn) in rdns.iter().rev().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        for (j, atv) in rdn.iter().enumerate() {
-            if j > 0 {
-                out.push('+');
-            }
-            let oid = atv.attr_type();
-            match short_name(&oid.to_id_string()) {
-                Some(short) => out.push_str(short),
-                None => out.push_str(&oid.to_id_string()),
-            }
-            out.push('=');
-            match atv.as_str() {
-                Ok(s) if short_name(&oid.to_id_string()).is_some() => escape_value(s, &mut out),
-                _ => {
-                    // RFC 4514 §2.4: types without a string form are written as #hex of the DER.
-                    out.push('#');
-                    for b in atv.attr_value().to_der_vec().unwrap_or_default() {
-                        let _ = write!(out, "{b:02x}");
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
-fn short_name(oid: &str) -> Option<&'static str> {
-    Some(match oid {
-        "2.5.4.3" => "CN",
-        "2.5.4.7" => "L",
-        "2.5.4.8" => "ST",
-        "2.5.4.10" => "O",
-        "2.5.4.11" => "OU",
-        "2.5.4.6" => "C",
-        "2.5.4.9" => "STREET",
-        "0.9.2342.19200300.100.1.25" => "DC",
-        "0.9.2342.19200300.100.1.1" => "UID",
-        _ => return None,
-    })
-}
-
-fn escape_value(value: &str, out: &mut String) {
-    let last = value.chars().count().saturating_sub(1);
-    for (i, c) in value.chars().enumerate() {
-        match c {
-            '"' | '+' | ',' | ';' | '<' | '>' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            '#' if i == 0 => out.push_str("\\#"),
-            ' ' if i == 0 || i == last => out.push_str("\\ "),
-            '\0' => out.push_str("\\00"),
-            c => out.push(c),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,15 +289,5 @@ mod tests {
             thumbprint(b""),
             "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"
         );
-    }
-
-    #[test]
-    fn rfc4514_escapes_special_characters() {
-        let mut s = String::new();
-        escape_value(" a,b+c\"d\\e#", &mut s);
-        assert_eq!(s, "\\ a\\,b\\+c\\\"d\\\\e#");
-        let mut s = String::new();
-        escape_value("#x ", &mut s);
-        assert_eq!(s, "\\#x\\ ");
     }
 }

@@ -226,13 +226,41 @@ pub struct ClientRules {
 /// The declared certificate subject or SAN of a `tls_client_auth` client (RFC 8705 §2.1.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubjectRule {
-    /// Canonical form (`dn::canonical_dn`).
-    Dn(Box<str>),
+    Dn(DeclaredDn),
     Dns(Box<str>),
     Uri(Box<str>),
     Ip(std::net::IpAddr),
     Email(Box<str>),
 }
+
+/// A subject DN as the client (or the operator) declared it, and parsed for matching. Only
+/// the declared text is stored: a later fix to matching never strands a stored client.
+#[derive(Debug, Clone)]
+pub struct DeclaredDn {
+    /// As declared.
+    pub text: Box<str>,
+    /// Parsed; `None` for stored text this release cannot read (it then matches nothing).
+    pub dn: Option<crate::dn::Dn>,
+}
+
+impl DeclaredDn {
+    /// Parses `text`; stored text that no longer parses is kept and matches nothing.
+    pub fn new(text: &str) -> Self {
+        Self {
+            text: text.into(),
+            dn: crate::dn::Dn::parse(text),
+        }
+    }
+}
+
+impl PartialEq for DeclaredDn {
+    /// The same name, however it is spelled.
+    fn eq(&self, other: &Self) -> bool {
+        self.dn.is_some() && self.dn == other.dn
+    }
+}
+
+impl Eq for DeclaredDn {}
 
 impl ClientRules {
     /// Whether two rule sets let the same certificates authenticate (a PUT that changes
@@ -454,16 +482,17 @@ impl ClientMetadata {
     }
 
     /// The rules the server enforces, parsed once. The declared subject DN is checked
-    /// here, where it is canonicalized: parsing it twice per registration showed in
-    /// profiles.
+    /// here, where it is parsed: parsing it twice per registration showed in profiles.
     pub fn rules(&self) -> Result<ClientRules, MetadataError> {
         let subject = if let Some(dn) = &self.tls_client_auth_subject_dn {
-            let canonical = crate::dn::canonical_dn(dn).ok_or_else(|| {
-                invalid(format!(
-                    "tls_client_auth_subject_dn {dn:?} is not an RFC 4514 distinguished name"
-                ))
-            })?;
-            Some(SubjectRule::Dn(canonical.into()))
+            let declared = DeclaredDn::new(dn);
+            if declared.dn.is_none() {
+                return Err(invalid(format!(
+                    "tls_client_auth_subject_dn {dn:?} is not an RFC 4514 distinguished name \
+                     (attribute types by name, e.g. CN, O, organizationIdentifier, or dotted OID)"
+                )));
+            }
+            Some(SubjectRule::Dn(declared))
         } else if let Some(v) = &self.tls_client_auth_san_dns {
             Some(SubjectRule::Dns(v.as_str().into()))
         } else if let Some(v) = &self.tls_client_auth_san_uri {

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::Change;
-use crate::metadata::{AuthMethod, ClientRules, Registered, SubjectRule};
+use crate::metadata::{AuthMethod, ClientRules, DeclaredDn, Registered, SubjectRule};
 use crate::model::{AccessToken, ClientRecord, RegToken};
 
 const CLIENT: u8 = 1;
@@ -263,9 +263,9 @@ fn rules(w: &mut Writer<'_>, rules: &ClientRules) {
     }
     match &rules.subject {
         None => w.u8(0),
-        Some(SubjectRule::Dn(s)) => {
+        Some(SubjectRule::Dn(declared)) => {
             w.u8(1);
-            w.str(s);
+            w.str(&declared.text);
         }
         Some(SubjectRule::Dns(s)) => {
             w.u8(2);
@@ -306,7 +306,8 @@ fn read_rules(r: &mut Reader<'_>) -> Result<ClientRules, String> {
     };
     let subject = match r.u8()? {
         0 => None,
-        1 => Some(SubjectRule::Dn(r.string()?.into())),
+        // As declared (an earlier release stored a canonical form, which reads the same).
+        1 => Some(SubjectRule::Dn(DeclaredDn::new(&r.string()?))),
         2 => Some(SubjectRule::Dns(r.string()?.into())),
         3 => Some(SubjectRule::Uri(r.string()?.into())),
         4 => {

@@ -179,12 +179,19 @@ pub fn client_config(cert: Option<&str>, alpn: &[&[u8]]) -> rustls::ClientConfig
         .with_root_certificates(roots);
     let mut config = match cert {
         Some(name) => {
+            // A dev PKI name, or an absolute path prefix (`/tmp/x/cert` for `cert.pem` and
+            // `cert-key.pem`) of a certificate a test made.
+            let prefix = if name.starts_with('/') {
+                name.to_owned()
+            } else {
+                format!("certs/{name}")
+            };
             let chain: Vec<CertificateDer<'static>> =
-                CertificateDer::pem_file_iter(format!("certs/{name}.pem"))
+                CertificateDer::pem_file_iter(format!("{prefix}.pem"))
                     .unwrap()
                     .collect::<Result<_, _>>()
                     .unwrap();
-            let key = PrivateKeyDer::from_pem_file(format!("certs/{name}-key.pem")).unwrap();
+            let key = PrivateKeyDer::from_pem_file(format!("{prefix}-key.pem")).unwrap();
             builder.with_client_auth_cert(chain, key).unwrap()
         }
         None => builder.with_no_client_auth(),
