@@ -8,6 +8,8 @@
 #   client2.pem / client2-key.pem        client cert CN=client2,O=certgate dev
 #   admin.pem / admin-key.pem            client cert CN=admin,O=certgate dev
 #   selfsigned.pem / selfsigned-key.pem  self-signed client cert CN=selfsigned,O=certgate dev
+#   proxy.pem / proxy-key.pem            a reverse proxy's client cert CN=proxy,O=certgate dev
+#                                        (proxy.trusted_proxy_subjects)
 #   other-ca.pem, untrusted.pem / untrusted-key.pem
 #                                        a second CA and a client cert it issued (does not chain
 #                                        to ca.pem: for tests)
@@ -53,6 +55,7 @@ leaf client1 "/O=certgate dev/CN=client1" ca \
 leaf client2 "/O=certgate dev/CN=client2" ca \
   "$(client_ext 'DNS:client2.example.com,URI:https://client2.example.com/app,email:client2@example.com')"
 leaf admin "/O=certgate dev/CN=admin" ca "$(client_ext 'DNS:admin.example.com')"
+leaf proxy "/O=certgate dev/CN=proxy" ca "$(client_ext 'DNS:proxy.example.com')"
 leaf untrusted "/O=elsewhere/CN=untrusted" other-ca "$(client_ext 'DNS:untrusted.example.com')"
 
 key "$out/selfsigned-key.pem"

@@ -62,7 +62,7 @@ impl App {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        let tls = Tls::load(&config.tls)?;
+        let tls = Tls::load(&config.tls, &config.proxy)?;
         Ok(Self::new(config, tls, clock)?)
     }
 

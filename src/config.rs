@@ -143,6 +143,13 @@ pub struct ProxyConfig {
     pub header_format: HeaderFormat,
     /// Empty: the format's default header.
     pub header: String,
+    /// Serve the proxy listener over HTTPS with `[tls]`'s certificate (a proxy on another host).
+    pub tls: bool,
+    /// Non-empty: a proxy must also present a certificate whose subject DN matches one of
+    /// these (SPEC §5 matching), or its header is not believed.
+    pub trusted_proxy_subjects: Vec<String>,
+    /// Trust anchors for proxies' certificates; empty = `tls.client_ca`.
+    pub client_ca: PathBuf,
 }
 
 impl Default for ProxyConfig {
@@ -154,6 +161,9 @@ impl Default for ProxyConfig {
             ],
             header_format: HeaderFormat::default(),
             header: String::new(),
+            tls: false,
+            trusted_proxy_subjects: Vec::new(),
+            client_ca: PathBuf::new(),
         }
     }
 }
@@ -467,6 +477,28 @@ impl Config {
         {
             return bad("proxy.header", "is not a valid HTTP header name");
         }
+        for (i, subject) in self.proxy.trusted_proxy_subjects.iter().enumerate() {
+            if crate::dn::Dn::parse(subject).is_none() {
+                return bad(
+                    &format!("proxy.trusted_proxy_subjects[{i}]"),
+                    &format!("{subject:?} is not an RFC 4514 distinguished name"),
+                );
+            }
+        }
+        if !self.proxy.tls
+            && (!self.proxy.trusted_proxy_subjects.is_empty()
+                || !self.proxy.client_ca.as_os_str().is_empty())
+        {
+            let key = if self.proxy.trusted_proxy_subjects.is_empty() {
+                "proxy.client_ca"
+            } else {
+                "proxy.trusted_proxy_subjects"
+            };
+            return bad(
+                key,
+                "needs proxy.tls = true: a plain-HTTP proxy listener sees no certificate",
+            );
+        }
         if self.limits.max_connections == 0 || self.limits.max_connections > MAX_CONNECTIONS {
             return bad(
                 "limits.max_connections",
@@ -751,6 +783,21 @@ impl Config {
                 ));
             }
         }
+        if let Some(addr) = self.server.proxy_listen {
+            if !self.proxy.tls && !addr.ip().is_loopback() {
+                out.push(format!(
+                    "proxy.tls = false while server.proxy_listen ({addr}) is not on loopback: \
+                     forwarded certificates and tokens cross the network in clear text"
+                ));
+            }
+            if self.proxy.tls && self.proxy.trusted_proxy_subjects.is_empty() {
+                out.push(
+                    "proxy.trusted_proxy_subjects is empty: proxies are trusted by their address \
+                     alone"
+                        .into(),
+                );
+            }
+        }
         if !self.management.require_same_certificate && !self.management.rotation_grace.is_zero() {
             out.push(
                 "management.rotation_grace: a replayed (possibly stolen) token gets the \
@@ -898,6 +945,19 @@ mod tests {
     }
 
     #[test]
+    fn a_plain_proxy_listener_off_loopback_and_an_address_only_tls_one_are_warned_about() {
+        let c = Config::parse("[server]\nproxy_listen = \"10.0.0.5:8080\"\n").unwrap();
+        assert!(c.warnings().iter().any(|w| w.contains("clear text")));
+        let c = Config::parse("[server]\nproxy_listen = \"127.0.0.1:8080\"\n[proxy]\ntls = true\n")
+            .unwrap();
+        assert!(c
+            .warnings()
+            .iter()
+            .any(|w| w.contains("proxy.trusted_proxy_subjects")));
+        assert!(Config::parse("").unwrap().warnings().is_empty());
+    }
+
+    #[test]
     fn mapped_ipv4_is_trusted_like_ipv4() {
         let c = Config::parse("").unwrap();
         assert!(c.proxy.is_trusted("::ffff:127.0.0.1".parse().unwrap()));
@@ -952,11 +1012,13 @@ mod tests {
         )
         .unwrap();
         let w = c.warnings();
-        assert_eq!(w.len(), 4, "{w:?}");
+        // proxy_listen twice: on every interface, and in clear text.
+        assert_eq!(w.len(), 5, "{w:?}");
         for key in [
             "proxy.trusted_proxies",
             "server.issuer",
             "server.proxy_listen",
+            "proxy.tls",
             "management.rotation_grace",
         ] {
             assert_eq!(w.iter().filter(|l| l.starts_with(key)).count(), 1, "{w:?}");

@@ -56,7 +56,7 @@ pub use server::Listeners;
 /// Every check start-up makes of a configuration beyond parsing it (TLS files, static
 /// clients, statement issuers' JWKS files, routes, the database settings), without binding a socket or touching stored state: what `check-config` runs.
 pub fn check(config: &Config) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    tls::Tls::load(&config.tls)?;
+    tls::Tls::load(&config.tls, &config.proxy)?;
     registry::Registry::static_clients(config)?;
     registry::Registry::statement_issuers(config)?;
     route::Table::from_config(config)?;

@@ -19,7 +19,8 @@ use rustls::{
 };
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{ClientAuth, TlsConfig};
+use crate::config::{ClientAuth, ProxyConfig, TlsConfig};
+use crate::dn::Dn;
 use crate::identity::{CertSource, ClientCertificate, IdentityCache, IdentityError};
 
 /// A TLS set-up problem, naming the file at fault.
@@ -44,6 +45,17 @@ pub struct TlsState {
     pub identities: IdentityCache,
     /// Counts reloads: an identity judged under another generation is judged again.
     pub generation: u64,
+    /// The proxy listener's TLS (`proxy.tls`), if it speaks HTTPS.
+    pub proxy: Option<ProxyTls>,
+}
+
+/// The proxy listener over TLS, and how a proxy proves who it is (SPEC §1).
+pub struct ProxyTls {
+    /// Accepts handshakes on the proxy listener.
+    pub acceptor: TlsAcceptor,
+    /// `proxy.trusted_proxy_subjects` and the CA their certificates chain to; `None` when
+    /// proxies are trusted by address alone.
+    subjects: Option<(Vec<Dn>, Arc<dyn ClientCertVerifier>)>,
 }
 
 impl TlsState {
@@ -56,11 +68,39 @@ impl TlsState {
         self.identities
             .identify(chain, self.chain_verifier.as_ref(), source)
     }
+
+    /// Whether a peer of the proxy listener that presented `chain` (leaf first; empty: no
+    /// certificate) may forward certificates, as far as its certificate goes; `Err` says why
+    /// not. The address is checked separately.
+    pub fn judge_proxy(&self, chain: &[CertificateDer<'_>]) -> Result<(), String> {
+        let Some((subjects, verifier)) = self.proxy.as_ref().and_then(|p| p.subjects.as_ref())
+        else {
+            return Ok(());
+        };
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            return Err("it presented no certificate (proxy.trusted_proxy_subjects is set)".into());
+        };
+        verifier
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .map_err(|e| format!("its certificate does not verify against proxy.client_ca: {e}"))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+            .map_err(|e| format!("its certificate does not parse: {e}"))?;
+        let subject = Dn::from_x509(cert.subject());
+        if subjects.iter().any(|s| s.matches(&subject)) {
+            Ok(())
+        } else {
+            Err(format!(
+                "its certificate subject {:?} is not in proxy.trusted_proxy_subjects",
+                crate::dn::rfc4514(cert.subject())
+            ))
+        }
+    }
 }
 
 /// The reloadable TLS state (SIGHUP swaps it; open connections keep the old one).
 pub struct Tls {
     config: TlsConfig,
+    proxy: ProxyConfig,
     // A std lock is fine: it is held only to clone an Arc, never across `.await`.
     state: RwLock<Arc<TlsState>>,
 }
@@ -68,11 +108,12 @@ pub struct Tls {
 // === impl Tls ===
 
 impl Tls {
-    /// Loads certificate, key and client CA, failing with a message that names the file.
-    pub fn load(config: &TlsConfig) -> Result<Self, TlsError> {
-        let state = build(config, 0)?;
+    /// Loads certificate, key and client CAs, failing with a message that names the file.
+    pub fn load(config: &TlsConfig, proxy: &ProxyConfig) -> Result<Self, TlsError> {
+        let state = build(config, proxy, 0)?;
         Ok(Self {
             config: config.clone(),
+            proxy: proxy.clone(),
             state: RwLock::new(Arc::new(state)),
         })
     }
@@ -87,7 +128,11 @@ impl Tls {
 
     /// Re-reads the files; on error the old state stays in force.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let new = Arc::new(build(&self.config, self.current().generation + 1)?);
+        let new = Arc::new(build(
+            &self.config,
+            &self.proxy,
+            self.current().generation + 1,
+        )?);
         match self.state.write() {
             Ok(mut s) => *s = new,
             Err(poisoned) => *poisoned.into_inner() = new,
@@ -100,7 +145,7 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn build(config: &TlsConfig, generation: u64) -> Result<TlsState, TlsError> {
+fn build(config: &TlsConfig, proxy: &ProxyConfig, generation: u64) -> Result<TlsState, TlsError> {
     let provider = provider();
     let certs = read_certs(&config.cert, "tls.cert")?;
     let key = PrivateKeyDer::from_pem_file(&config.key).map_err(|e| {
@@ -109,12 +154,62 @@ fn build(config: &TlsConfig, generation: u64) -> Result<TlsState, TlsError> {
             config.key.display()
         ))
     })?;
-    let chain_verifier = client_chain_verifier(&config.client_ca, provider.clone())?;
+    let chain_verifier = client_chain_verifier(&config.client_ca, "tls.client_ca", &provider)?;
     let verifier = Arc::new(AnyClientCert {
         algorithms: provider.signature_verification_algorithms,
         mandatory: config.client_auth == ClientAuth::Required,
+        offered: true,
     });
-    let mut server = ServerConfig::builder_with_provider(provider)
+    let server = server_config(config, &provider, verifier, certs.clone(), key.clone_key())?;
+    let proxy = if proxy.tls {
+        let subjects = if proxy.trusted_proxy_subjects.is_empty() {
+            None
+        } else {
+            // `Config::validate` parsed each subject already.
+            let dns = proxy
+                .trusted_proxy_subjects
+                .iter()
+                .filter_map(|s| Dn::parse(s))
+                .collect();
+            let (path, key) = if proxy.client_ca.as_os_str().is_empty() {
+                (&config.client_ca, "tls.client_ca")
+            } else {
+                (&proxy.client_ca, "proxy.client_ca")
+            };
+            Some((dns, client_chain_verifier(path, key, &provider)?))
+        };
+        // A certificate is only asked for when one is checked; it is judged after the
+        // handshake, so a proxy with the wrong one is told why in the log, not by an alert.
+        let verifier = Arc::new(AnyClientCert {
+            algorithms: provider.signature_verification_algorithms,
+            mandatory: false,
+            offered: subjects.is_some(),
+        });
+        let server = server_config(config, &provider, verifier, certs, key)?;
+        Some(ProxyTls {
+            acceptor: TlsAcceptor::from(Arc::new(server)),
+            subjects,
+        })
+    } else {
+        None
+    };
+    Ok(TlsState {
+        acceptor: TlsAcceptor::from(Arc::new(server)),
+        chain_verifier,
+        identities: IdentityCache::default(),
+        generation,
+        proxy,
+    })
+}
+
+fn server_config(
+    config: &TlsConfig,
+    provider: &Arc<CryptoProvider>,
+    verifier: Arc<AnyClientCert>,
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<ServerConfig, TlsError> {
+    let mut server = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError(format!("tls: {e}")))?
         .with_client_cert_verifier(verifier)
@@ -127,12 +222,7 @@ fn build(config: &TlsConfig, generation: u64) -> Result<TlsState, TlsError> {
             ))
         })?;
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsState {
-        acceptor: TlsAcceptor::from(Arc::new(server)),
-        chain_verifier,
-        identities: IdentityCache::default(),
-        generation,
-    })
+    Ok(server)
 }
 
 fn read_certs(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -152,21 +242,19 @@ fn read_certs(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, Tl
 /// callers only ask it about certificates they have).
 fn client_chain_verifier(
     path: &Path,
-    provider: Arc<CryptoProvider>,
+    key: &str,
+    provider: &Arc<CryptoProvider>,
 ) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
     let mut roots = RootCertStore::empty();
-    for cert in read_certs(path, "tls.client_ca")? {
-        roots.add(cert).map_err(|e| {
-            TlsError(format!(
-                "tls.client_ca: {}: not a usable CA: {e}",
-                path.display()
-            ))
-        })?;
+    for cert in read_certs(path, key)? {
+        roots
+            .add(cert)
+            .map_err(|e| TlsError(format!("{key}: {}: not a usable CA: {e}", path.display())))?;
     }
-    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
         .build()
-        .map_err(|e| TlsError(format!("tls.client_ca: {}: {e}", path.display())))
+        .map_err(|e| TlsError(format!("{key}: {}: {e}", path.display())))
 }
 
 /// Accepts any client certificate at the TLS layer but always verifies the handshake
@@ -175,11 +263,13 @@ fn client_chain_verifier(
 struct AnyClientCert {
     algorithms: WebPkiSupportedAlgorithms,
     mandatory: bool,
+    /// Whether the handshake asks for a certificate at all.
+    offered: bool,
 }
 
 impl ClientCertVerifier for AnyClientCert {
     fn offer_client_auth(&self) -> bool {
-        true
+        self.offered
     }
 
     fn client_auth_mandatory(&self) -> bool {

@@ -137,6 +137,106 @@ fn a_route_behind_nginx_admits_the_token_bound_to_the_certificate_nginx_forwards
     assert_eq!(up.count(), before);
 }
 
+// === nginx on another host: TLS and a client certificate to certgate's proxy listener ===
+
+#[test]
+fn nginx_over_tls_forwards_the_identity_a_direct_handshake_yields() {
+    forwards_the_identity_a_direct_handshake_yields(Proxy::NginxTls);
+}
+
+#[test]
+fn nginx_over_tls_without_a_client_certificate_forwards_no_identity() {
+    without_a_client_certificate_forwards_no_identity(Proxy::NginxTls);
+}
+
+#[test]
+fn registration_through_nginx_over_tls_binds_the_certificate_a_direct_handshake_presents() {
+    registration_binds_the_certificate_a_direct_handshake_presents(Proxy::NginxTls);
+}
+
+#[test]
+fn a_client_sent_header_through_nginx_over_tls_cannot_impersonate_another_certificate() {
+    a_client_sent_header_cannot_impersonate_another_certificate(Proxy::NginxTls);
+}
+
+/// On a TLS proxy listener with `trusted_proxy_subjects`, address and certificate must both
+/// pass: the listed proxy certificate from another address, or another certificate (even one
+/// the client CA issued) from the trusted address, forwards nothing; the proxy's own
+/// certificate is never an identity.
+#[test]
+fn a_proxy_over_tls_is_believed_for_its_address_and_its_certificate_together() {
+    let d = Deployment::start(Proxy::NginxTls);
+    let claim = format!("X-SSL-Client-Cert: {}", Proxy::NginxTls.encode("client1"));
+
+    // What nginx does, done by hand: the proxy's certificate from the trusted address.
+    let r = Curl::new()
+        .cert("proxy")
+        .header(&claim)
+        .get(&d.plain("/identity"));
+    let got = identity(&r);
+    assert_eq!(got["x5t#S256"], thumbprint("client1"), "{got}");
+    assert_eq!(got["source"], "proxy");
+    assert_eq!(d.metric(UNTRUSTED_METRIC), 0.0);
+
+    let mut counted = 0.0;
+    for (cert, source) in [
+        (Some("proxy"), Some(UNTRUSTED_SOURCE)),
+        (Some("client2"), None),
+        (None, None),
+        (Some("untrusted"), None),
+    ] {
+        let mut curl = Curl::new().header(&claim);
+        if let Some(cert) = cert {
+            curl = curl.cert(cert);
+        }
+        if let Some(source) = source {
+            curl = curl.source_address(source);
+        }
+        let r = curl.get(&d.plain("/identity"));
+        assert_eq!(identity(&r), Value::Null, "{cert:?} from {source:?}");
+        counted += 1.0;
+        assert_eq!(
+            d.metric(UNTRUSTED_METRIC),
+            counted,
+            "{cert:?} from {source:?}"
+        );
+    }
+
+    // The proxy's own certificate, with no forwarded one: no identity, no registration.
+    let r = Curl::new().cert("proxy").get(&d.plain("/identity"));
+    assert_eq!(identity(&r), Value::Null);
+    let r = Curl::new()
+        .cert("proxy")
+        .post_json(&d.plain("/register"), REGISTRATION);
+    assert_eq!(r.status, 401, "{}", r.body);
+}
+
+/// nginx presenting a certificate whose subject is not listed (here client2's, which the
+/// client CA did issue) is not believed: through it nobody has a certificate, and certgate's
+/// log says why.
+#[test]
+fn nginx_presenting_an_unlisted_certificate_is_not_believed() {
+    let d = Deployment::start_edited(
+        Proxy::NginxTls,
+        |toml| toml,
+        |conf| replace(&conf, "../certs/proxy", "../certs/client2"),
+    );
+    let r = Curl::new().cert("client1").get(&d.front("/identity"));
+    assert_eq!(identity(&r), Value::Null);
+    assert_eq!(d.metric(UNTRUSTED_METRIC), 1.0);
+    let r = Curl::new()
+        .cert("client1")
+        .post_json(&d.front("/register"), REGISTRATION);
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(
+        d.certgate
+            .log()
+            .contains("not in proxy.trusted_proxy_subjects"),
+        "{}",
+        d.certgate.log()
+    );
+}
+
 // === HAProxy ===
 
 #[test]
@@ -175,6 +275,7 @@ fn certgate_with_empty_trusted_proxies_believes_nothing_haproxy_forwards() {
 fn shipped_proxy_configurations_pass_check_config() {
     for file in [
         "config/certgate-nginx.toml",
+        "config/certgate-nginx-tls.toml",
         "config/certgate-haproxy.toml",
         "config/certgate-envoy.toml",
     ] {
@@ -419,6 +520,8 @@ fn empty_trusted_proxies_believes_nothing_forwarded(proxy: Proxy) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Proxy {
     Nginx,
+    /// nginx on "another host": HTTPS to certgate's proxy listener, with its own certificate.
+    NginxTls,
     Haproxy,
 }
 
@@ -432,7 +535,7 @@ const NGINX_ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
 impl Proxy {
     fn program(self) -> &'static str {
         match self {
-            Self::Nginx => "nginx",
+            Self::Nginx | Self::NginxTls => "nginx",
             Self::Haproxy => "haproxy",
         }
     }
@@ -441,6 +544,7 @@ impl Proxy {
     fn certgate_config(self) -> &'static str {
         match self {
             Self::Nginx => "config/certgate-nginx.toml",
+            Self::NginxTls => "config/certgate-nginx-tls.toml",
             Self::Haproxy => "config/certgate-haproxy.toml",
         }
     }
@@ -449,6 +553,7 @@ impl Proxy {
     fn shipped_front(self) -> &'static str {
         match self {
             Self::Nginx => "127.0.0.1:8444",
+            Self::NginxTls => "127.0.0.1:8448",
             Self::Haproxy => "127.0.0.1:8445",
         }
     }
@@ -456,7 +561,7 @@ impl Proxy {
     /// The certificate header this proxy sets.
     fn header(self) -> &'static str {
         match self {
-            Self::Nginx => "X-SSL-Client-Cert",
+            Self::Nginx | Self::NginxTls => "X-SSL-Client-Cert",
             Self::Haproxy => "X-SSL-Client-DER",
         }
     }
@@ -464,16 +569,24 @@ impl Proxy {
     /// A dev PKI certificate encoded as this proxy encodes it in `header()`.
     fn encode(self, name: &str) -> String {
         match self {
-            Self::Nginx => utf8_percent_encode(&pem_text(name), NGINX_ESCAPED).to_string(),
+            Self::Nginx | Self::NginxTls => {
+                utf8_percent_encode(&pem_text(name), NGINX_ESCAPED).to_string()
+            }
             Self::Haproxy => STANDARD.encode(der(name)),
         }
     }
 
     /// Writes this proxy's configuration (the shipped one, ports and paths replaced) into
     /// `dir` and starts it in the foreground.
-    fn spawn(self, dir: &Path, front: u16, upstream: u16) -> Running {
+    fn spawn(
+        self,
+        dir: &Path,
+        front: u16,
+        upstream: u16,
+        edit: &dyn Fn(String) -> String,
+    ) -> Running {
         let program = find_program(self.program());
-        let shipped = read(&format!("config/{}", self.shipped_file()));
+        let shipped = edit(read(&format!("config/{}", self.shipped_file())));
         let text = replace(
             &shipped,
             self.shipped_front(),
@@ -482,7 +595,7 @@ impl Proxy {
         let text = replace(&text, "127.0.0.1:8080", &format!("127.0.0.1:{upstream}"));
         let log = dir.join(format!("{}.log", self.program()));
         match self {
-            Self::Nginx => {
+            Self::Nginx | Self::NginxTls => {
                 // Certificates are relative to the configuration file's directory.
                 let text = replace(&text, "../certs/", &format!("{ROOT}/certs/"));
                 let conf = dir.join("nginx.conf");
@@ -513,6 +626,7 @@ impl Proxy {
     fn shipped_file(self) -> &'static str {
         match self {
             Self::Nginx => "nginx.conf",
+            Self::NginxTls => "nginx-tls.conf",
             Self::Haproxy => "haproxy.cfg",
         }
     }
@@ -530,6 +644,8 @@ struct Deployment {
     plain_port: u16,
     /// certgate's `server.admin_listen`.
     admin_port: u16,
+    /// What certgate's proxy listener speaks.
+    plain_scheme: &'static str,
     // Processes before the directory: they stop before their files go.
     proxy: Running,
     certgate: Running,
@@ -551,11 +667,20 @@ impl Deployment {
 
     /// Like `start`, with `edit` applied to certgate's configuration text.
     fn start_with(proxy: Proxy, edit: impl Fn(String) -> String) -> Self {
+        Self::start_edited(proxy, edit, |text| text)
+    }
+
+    /// Like `start_with`, with `edit_proxy` applied to the proxy's shipped configuration too.
+    fn start_edited(
+        proxy: Proxy,
+        edit: impl Fn(String) -> String,
+        edit_proxy: impl Fn(String) -> String,
+    ) -> Self {
         find_program(proxy.program());
         find_program("curl");
         const ATTEMPTS: usize = 5;
         for attempt in 1..=ATTEMPTS {
-            match Self::try_start(proxy, &edit) {
+            match Self::try_start(proxy, &edit, &edit_proxy) {
                 Ok(d) => return d,
                 Err(StartError::PortTaken(_)) if attempt < ATTEMPTS => continue,
                 Err(StartError::PortTaken(log) | StartError::Failed(log)) => {
@@ -566,7 +691,11 @@ impl Deployment {
         unreachable!("the last attempt returns or panics")
     }
 
-    fn try_start(proxy: Proxy, edit: &impl Fn(String) -> String) -> Result<Self, StartError> {
+    fn try_start(
+        proxy: Proxy,
+        edit: &impl Fn(String) -> String,
+        edit_proxy: &impl Fn(String) -> String,
+    ) -> Result<Self, StartError> {
         let dir = tempfile::tempdir().expect("temporary directory");
         // nginx workers drop root privileges and must still reach their temporary files.
         set_mode(dir.path(), 0o755);
@@ -596,7 +725,7 @@ impl Deployment {
             (bound.tls_port(), bound.proxy_port(), bound.admin_port());
         certgate.wait_until("certgate", || admin_healthz(admin_port))?;
 
-        let mut running = proxy.spawn(dir.path(), front_port, plain_port);
+        let mut running = proxy.spawn(dir.path(), front_port, plain_port, edit_proxy);
         running.wait_until(proxy.program(), || {
             TcpStream::connect_timeout(
                 &SocketAddr::from((Ipv4Addr::LOCALHOST, front_port)),
@@ -609,6 +738,11 @@ impl Deployment {
             tls_port,
             plain_port,
             admin_port,
+            plain_scheme: if proxy == Proxy::NginxTls {
+                "https"
+            } else {
+                "http"
+            },
             proxy: running,
             certgate,
             _dir: dir,
@@ -637,9 +771,12 @@ impl Deployment {
         format!("https://127.0.0.1:{}{path}", self.tls_port)
     }
 
-    /// A URL on certgate's proxy listener (plain HTTP), bypassing the proxy.
+    /// A URL on certgate's proxy listener, bypassing the proxy.
     fn plain(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.plain_port)
+        format!(
+            "{}://127.0.0.1:{}{path}",
+            self.plain_scheme, self.plain_port
+        )
     }
 
     /// An unlabelled sample from certgate's admin `/metrics`.

@@ -617,3 +617,39 @@ impl http_body::Body for ChannelStream {
             .map(|b| b.map(|b| Ok(http_body::Frame::data(b))))
     }
 }
+
+#[tokio::test]
+async fn behind_a_proxy_speaking_tls_the_scheme_defaults_to_https() {
+    let up = Upstream::start().await;
+    let toml = format!(
+        "{}\n[proxy]\ntls = true\ntrusted_proxy_subjects = [\"CN=proxy,O=certgate dev\"]\n",
+        config(&up, "")
+    );
+    let s = Server::start(&toml).await;
+    let (id, _) = bound_client(&s).await;
+    let a = auth(&token_for(&s, &id, "api").await);
+    let pem = escaped_pem("client1");
+    let r = s
+        .proxy_tls_from(TRUSTED, Some("proxy"))
+        .get(
+            "/api/x",
+            &[("authorization", &a), ("x-ssl-client-cert", &pem)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let seen = up.last();
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(
+        seen.header("x-client-cert-thumbprint"),
+        Some(thumbprint("client1").as_str())
+    );
+    // The proxy's own certificate admits nothing: without the forwarded one, refused.
+    let before = up.count();
+    let r = s
+        .proxy_tls_from(TRUSTED, Some("proxy"))
+        .get("/api/x", &[("authorization", &a)])
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(up.count(), before);
+    s.stop().await;
+}

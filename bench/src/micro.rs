@@ -21,7 +21,7 @@ pub fn micro(opts: &MicroOpts) -> Result<(), Error> {
     let n = opts.iterations;
     let (config, cert) = registry_inputs(&opts.config, None)?;
     let registry = Registry::from_config(&config, Arc::new(SystemClock))?;
-    let tls = certgate::tls::Tls::load(&config.tls)?;
+    let tls = certgate::tls::Tls::load(&config.tls, &config.proxy)?;
     let state = tls.current();
     let verifier = state.chain_verifier.clone();
     let der = CertificateDer::from_pem_file("certs/client1.pem")?;

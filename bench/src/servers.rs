@@ -125,7 +125,7 @@ pub fn serve(kind: ServerKind, opts: &ServeOpts) -> Result<(), Error> {
         let shutdown = stdin_closed();
         match kind {
             ServerKind::Ceiling => {
-                let tls = certgate::tls::Tls::load(&config.tls)?;
+                let tls = certgate::tls::Tls::load(&config.tls, &config.proxy)?;
                 serve_ceiling(listener, tls.current().acceptor.clone(), shutdown).await;
                 Ok(())
             }

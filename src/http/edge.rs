@@ -8,7 +8,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::error::ApiError;
-use super::{bearer, Body, Ctx, Listener};
+use super::{bearer, Body, Ctx};
 use crate::proxy_header;
 use crate::route::{forward, Forwarded, Peer, Route};
 
@@ -57,9 +57,8 @@ async fn admit_and_forward(
     let conn = ctx.conn;
     let peer = Peer {
         addr: conn.peer.ip(),
-        trusted_proxy: conn.listener == Listener::Proxy
-            && app.config.proxy.is_trusted(conn.peer.ip()),
-        https: conn.listener == Listener::Tls,
+        trusted_proxy: conn.trusted_proxy(app).is_ok(),
+        https: conn.https,
     };
     let certificate_headers =
         proxy_header::header_names(app.config.proxy.header_format, &app.proxy_header);

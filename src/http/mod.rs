@@ -42,8 +42,31 @@ pub enum Listener {
 pub struct Conn {
     pub peer: SocketAddr,
     pub listener: Listener,
+    /// Whether the connection speaks HTTPS.
+    pub https: bool,
     /// The handshake certificate (TLS listener only).
     pub tls: Option<TlsPeer>,
+    /// The certificate a proxy presented (proxy listener over TLS only). Never a client
+    /// identity: it only decides whether the proxy is believed.
+    pub proxy_chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+// === impl Conn ===
+
+impl Conn {
+    /// Whether this peer's certificate header is believed (SPEC §1): the proxy listener, a
+    /// peer address inside `proxy.trusted_proxies` and, with `proxy.trusted_proxy_subjects`,
+    /// a verified certificate with a listed subject (judged under the TLS files in force
+    /// now). `Err` says why not.
+    pub fn trusted_proxy(&self, app: &App) -> Result<(), String> {
+        if self.listener != Listener::Proxy {
+            return Err("not the proxy listener".into());
+        }
+        if !app.config.proxy.is_trusted(self.peer.ip()) {
+            return Err("its address is not in proxy.trusted_proxies".into());
+        }
+        app.tls.current().judge_proxy(&self.proxy_chain)
+    }
 }
 
 /// The certificate chain a TLS client presented, and how it was judged at the handshake.
@@ -350,13 +373,14 @@ impl Ctx<'_> {
     ) -> Result<Option<Arc<ClientCertificate>>, ApiError> {
         let format = self.app.config.proxy.header_format;
         let name = &self.app.proxy_header;
-        if !self.app.config.proxy.is_trusted(self.conn.peer.ip()) {
+        if let Err(why) = self.conn.trusted_proxy(self.app) {
             if proxy_header::is_claimed(format, name, headers) {
                 self.app.metrics.proxy_header_untrusted.inc();
                 tracing::warn!(
                     peer = %self.conn.peer,
                     header = %name,
-                    "ignoring a client-certificate header from an untrusted peer (not in proxy.trusted_proxies)"
+                    reason = %why,
+                    "ignoring a client-certificate header from a peer that is not a trusted proxy"
                 );
             }
             return Ok(None);

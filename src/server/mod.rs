@@ -226,13 +226,23 @@ async fn accept_loop(
         let stop = stop.clone();
         tokio::spawn(async move {
             app.metrics.connections_open.inc();
-            match kind {
-                Listener::Tls => serve_tls(&app, &builders, stream, peer, permit, stop).await,
-                _ => {
+            let tls = app.tls.current();
+            let acceptor = match kind {
+                Listener::Tls => Some(tls.acceptor.clone()),
+                Listener::Proxy => tls.proxy.as_ref().map(|p| p.acceptor.clone()),
+                Listener::Admin => None,
+            };
+            match acceptor {
+                Some(acceptor) => {
+                    serve_tls(&app, &builders, acceptor, stream, peer, kind, permit, stop).await
+                }
+                None => {
                     let conn = Conn {
                         peer,
                         listener: kind,
+                        https: false,
                         tls: None,
+                        proxy_chain: Vec::new(),
                     };
                     let limits = &app.config.limits;
                     let activity =
@@ -246,18 +256,19 @@ async fn accept_loop(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_tls(
     app: &Arc<App>,
     builders: &Builders,
+    acceptor: tokio_rustls::TlsAcceptor,
     stream: TcpStream,
     peer: SocketAddr,
+    kind: Listener,
     permit: OwnedSemaphorePermit,
     stop: watch::Receiver<bool>,
 ) {
-    let tls = app.tls.current();
     let limits = &app.config.limits;
-    let accepted =
-        tokio::time::timeout(limits.handshake_timeout, tls.acceptor.accept(stream)).await;
+    let accepted = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await;
     let stream = match accepted {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -272,30 +283,38 @@ async fn serve_tls(
         }
     };
     let session = stream.get_ref().1;
-    let handshake = match session.peer_certificates() {
-        Some(chain) if !chain.is_empty() => match tls.identify(chain, CertSource::Tls) {
-            Ok(cert) => Some(TlsPeer {
-                chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
-                cert,
-                generation: tls.generation,
-            }),
+    let chain = session.peer_certificates().unwrap_or_default();
+    let mut conn = Conn {
+        peer,
+        listener: kind,
+        https: true,
+        tls: None,
+        proxy_chain: Vec::new(),
+    };
+    if kind == Listener::Proxy {
+        // The proxy's own certificate only decides whether it is believed (`Conn::trusted_proxy`).
+        conn.proxy_chain = chain.iter().map(|c| c.clone().into_owned()).collect();
+    } else if !chain.is_empty() {
+        let tls = app.tls.current();
+        match tls.identify(chain, CertSource::Tls) {
+            Ok(cert) => {
+                conn.tls = Some(TlsPeer {
+                    chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
+                    cert,
+                    generation: tls.generation,
+                })
+            }
             Err(e) => {
                 tracing::info!(%peer, error = %e, "closing connection: unusable client certificate");
                 return;
             }
-        },
-        _ => None,
-    };
+        }
+    }
     // ALPN decides the protocol; only a client that offered none is sniffed.
     let (builder, http1) = match session.alpn_protocol() {
         Some(b"h2") => (&builders.http2, false),
         Some(_) => (&builders.http1, true),
         None => (&builders.auto, true),
-    };
-    let conn = Conn {
-        peer,
-        listener: Listener::Tls,
-        tls: handshake,
     };
     let activity = Activity::new(limits.header_read_timeout, limits.idle_timeout, http1);
     let io = Watched::new(stream, activity.clone(), permit);

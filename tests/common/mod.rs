@@ -82,7 +82,15 @@ impl Server {
     /// "client1", or None).
     pub fn tls(&self, cert: Option<&str>) -> Client {
         Client {
-            target: Target::Tls(self.tls, cert.map(str::to_owned), false),
+            target: Target::Tls(self.tls, cert.map(str::to_owned), false, None),
+        }
+    }
+
+    /// A TLS client for the proxy listener (`proxy.tls = true`), connecting from `source`
+    /// and presenting `cert` as the proxy's own certificate.
+    pub fn proxy_tls_from(&self, source: [u8; 4], cert: Option<&str>) -> Client {
+        Client {
+            target: Target::Tls(self.proxy, cert.map(str::to_owned), false, Some(source)),
         }
     }
 
@@ -114,7 +122,8 @@ impl Server {
 
 #[derive(Clone)]
 enum Target {
-    Tls(SocketAddr, Option<String>, bool),
+    /// Address, client certificate, HTTP/2, source address.
+    Tls(SocketAddr, Option<String>, bool, Option<[u8; 4]>),
     Plain(SocketAddr, Option<[u8; 4]>),
 }
 
@@ -204,8 +213,8 @@ impl Client {
     /// Same client over HTTP/2 (ALPN h2).
     pub fn h2(&self) -> Client {
         let mut c = self.clone();
-        if let Target::Tls(a, cert, _) = &self.target {
-            c.target = Target::Tls(*a, cert.clone(), true);
+        if let Target::Tls(a, cert, _, source) = &self.target {
+            c.target = Target::Tls(*a, cert.clone(), true, *source);
         }
         c
     }
@@ -245,13 +254,13 @@ impl Client {
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .unwrap();
         match &self.target {
-            Target::Tls(addr, cert, h2) => {
+            Target::Tls(addr, cert, h2, source) => {
                 let alpn: &[&[u8]] = if *h2 { &[b"h2"] } else { &[b"http/1.1"] };
                 let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(
                     cert.as_deref(),
                     alpn,
                 )));
-                let tcp = TcpStream::connect(addr).await.unwrap();
+                let tcp = connect_from(*addr, *source).await;
                 let tls = connector
                     .connect(ServerName::try_from("localhost").unwrap(), tcp)
                     .await
@@ -275,14 +284,7 @@ impl Client {
                 }
             }
             Target::Plain(addr, source) => {
-                let tcp = match source {
-                    Some(ip) => {
-                        let s = TcpSocket::new_v4().unwrap();
-                        s.bind(SocketAddr::from((*ip, 0))).unwrap();
-                        s.connect(*addr).await.unwrap()
-                    }
-                    None => TcpStream::connect(addr).await.unwrap(),
-                };
+                let tcp = connect_from(*addr, *source).await;
                 let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
                     .await
                     .unwrap();
@@ -290,6 +292,18 @@ impl Client {
                 collect(sender.send_request(req).await.unwrap()).await
             }
         }
+    }
+}
+
+/// A TCP connection to `addr`, from `source` when given (127.0.0.2 plays an untrusted peer).
+async fn connect_from(addr: SocketAddr, source: Option<[u8; 4]>) -> TcpStream {
+    match source {
+        Some(ip) => {
+            let s = TcpSocket::new_v4().unwrap();
+            s.bind(SocketAddr::from((ip, 0))).unwrap();
+            s.connect(addr).await.unwrap()
+        }
+        None => TcpStream::connect(addr).await.unwrap(),
     }
 }
 
