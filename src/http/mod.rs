@@ -49,6 +49,9 @@ pub struct Conn {
     /// The certificate a proxy presented (proxy listener over TLS only). Never a client
     /// identity: it only decides whether the proxy is believed.
     pub proxy_chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// The proxy certificate's verdict and the TLS generation it was reached under: a chain
+    /// is verified once per connection, not per request, until a reload.
+    pub proxy_verdict: std::sync::Mutex<Option<(u64, Result<(), String>)>>,
 }
 
 // === impl Conn ===
@@ -65,7 +68,19 @@ impl Conn {
         if !app.config.proxy.is_trusted(self.peer.ip()) {
             return Err("its address is not in proxy.trusted_proxies".into());
         }
-        app.tls.current().judge_proxy(&self.proxy_chain)
+        let tls = app.tls.current();
+        let mut cached = match self.proxy_verdict.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match &*cached {
+            Some((generation, verdict)) if *generation == tls.generation => verdict.clone(),
+            _ => {
+                let verdict = tls.judge_proxy(&self.proxy_chain);
+                *cached = Some((tls.generation, verdict.clone()));
+                verdict
+            }
+        }
     }
 }
 

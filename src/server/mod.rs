@@ -243,6 +243,7 @@ async fn accept_loop(
                         https: false,
                         tls: None,
                         proxy_chain: Vec::new(),
+                        proxy_verdict: Default::default(),
                     };
                     let limits = &app.config.limits;
                     let activity =
@@ -290,6 +291,7 @@ async fn serve_tls(
         https: true,
         tls: None,
         proxy_chain: Vec::new(),
+        proxy_verdict: Default::default(),
     };
     if kind == Listener::Proxy {
         // The proxy's own certificate only decides whether it is believed (`Conn::trusted_proxy`).
