@@ -95,6 +95,18 @@ impl Dn {
     /// Parses an RFC 4514 string; `None` when it is not a non-empty name certgate can
     /// compare (an unknown attribute name, a malformed value).
     pub fn parse(s: &str) -> Option<Self> {
+        Self::parse_with(s, false)
+    }
+
+    /// Parses a stored name, which the previous release (c5411bc) wrote in its canonical
+    /// form: like `parse` (the same result wherever `parse` succeeds), except that a value
+    /// starting with an unescaped `#` that is not a hexstring is text (that form did not
+    /// escape a leading `#`).
+    pub fn parse_legacy(s: &str) -> Option<Self> {
+        Self::parse_with(s, true)
+    }
+
+    fn parse_with(s: &str, legacy: bool) -> Option<Self> {
         if s.trim().is_empty() {
             return None;
         }
@@ -106,7 +118,7 @@ impl Dn {
                 let oid = attribute_oid(ty.trim())?;
                 avas.push(Ava {
                     oid,
-                    value: declared_value(value)?,
+                    value: declared_value(value, legacy)?,
                 });
             }
             avas.sort();
@@ -314,19 +326,15 @@ fn attribute_oid(ty: &str) -> Option<String> {
 }
 
 /// A declared value: `#hex` (the DER encoding), or a string with RFC 4514 escapes.
-fn declared_value(raw: &str) -> Option<Value> {
+/// `legacy`: a `#` value that is not a hexstring is text (see `Dn::parse_legacy`).
+fn declared_value(raw: &str, legacy: bool) -> Option<Value> {
     let raw = raw.trim_start();
     if let Some(hex) = raw.strip_prefix('#') {
-        // hexstring = SHARP 1*hexpair (RFC 4514 §3).
-        let hex = hex.trim();
-        if hex.is_empty() || hex.len() % 2 != 0 {
-            return None;
+        match hexstring(hex) {
+            Some(bytes) => return Some(Value::Der(bytes)),
+            None if !legacy => return None,
+            None => {}
         }
-        let bytes = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-            .collect::<Option<Vec<u8>>>()?;
-        return Some(Value::Der(bytes));
     }
     let mut bytes = Vec::with_capacity(raw.len());
     let mut chars = raw.chars();
@@ -353,6 +361,18 @@ fn declared_value(raw: &str) -> Option<Value> {
     }
     let text = String::from_utf8(bytes).ok()?;
     prepare(&text).map(Value::Text)
+}
+
+/// hexstring = SHARP 1*hexpair (RFC 4514 §3), without its `#`.
+fn hexstring(hex: &str) -> Option<Vec<u8>> {
+    let hex = hex.trim();
+    if hex.is_empty() || hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// RFC 4514 escaping of a value for printing.
@@ -560,6 +580,16 @@ mod tests {
             assert_eq!(canonical_dn(&c).as_deref(), Some(c.as_str()), "{dn:?}");
             assert!(dn_equal(dn, &c), "{dn:?} / {c:?}");
         }
+    }
+
+    #[test]
+    fn names_stored_by_the_previous_release_read_as_it_meant_them() {
+        // Its canonical form of CN=\#3 Client3 left the leading '#' unescaped.
+        let stored = Dn::parse_legacy("CN=#3 client3,O=certgate dev").unwrap();
+        assert!(Dn::parse("CN=#3 client3,O=certgate dev").is_none());
+        assert_eq!(Some(stored), Dn::parse(r"cn=\#3 Client3, o=Certgate Dev"));
+        // A hexstring stays the DER encoding.
+        assert_eq!(Dn::parse_legacy("CN=#0c0161"), Dn::parse("CN=#0c0161"));
     }
 
     #[test]

@@ -251,6 +251,15 @@ impl DeclaredDn {
             dn: crate::dn::Dn::parse(text),
         }
     }
+
+    /// Stored text: as `new` reads it, and also the canonical form the previous release
+    /// stored (`Dn::parse_legacy`), so an upgrade strands no client.
+    pub fn stored(text: &str) -> Self {
+        Self {
+            text: text.into(),
+            dn: crate::dn::Dn::parse_legacy(text),
+        }
+    }
 }
 
 impl PartialEq for DeclaredDn {

@@ -306,8 +306,8 @@ fn read_rules(r: &mut Reader<'_>) -> Result<ClientRules, String> {
     };
     let subject = match r.u8()? {
         0 => None,
-        // As declared (an earlier release stored a canonical form, which reads the same).
-        1 => Some(SubjectRule::Dn(DeclaredDn::new(&r.string()?))),
+        // As declared, or the canonical form the previous release stored.
+        1 => Some(SubjectRule::Dn(DeclaredDn::stored(&r.string()?))),
         2 => Some(SubjectRule::Dns(r.string()?.into())),
         3 => Some(SubjectRule::Uri(r.string()?.into())),
         4 => {
