@@ -25,6 +25,7 @@
 //! - `metrics`      — Prometheus counters for the admin listener
 
 pub mod app;
+pub mod body;
 pub mod cert_match;
 pub mod clock;
 pub mod config;

@@ -559,3 +559,37 @@ async fn a_ca_removed_by_reload_stops_counting_on_open_connections() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     s.stop().await;
 }
+
+/// A refusal over HTTP/2 reaches a client still sending its (small) body as an answer, not
+/// as a reset stream: curl reported "Stream error in the HTTP/2 framing layer" instead of the
+/// 401 when certgate answered before the body arrived.
+#[tokio::test]
+async fn an_http2_refusal_waits_for_the_small_body_the_client_is_still_sending() {
+    let s = Server::start("").await;
+    let tls = tls_connect(s.tls, None, &[b"h2"]).await;
+    let (client, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::post("https://localhost/register")
+        .header("content-type", "application/json")
+        .body(())
+        .unwrap();
+    // Headers now, the body a little later: registration without a certificate is refused
+    // before the body matters.
+    let (resp, mut body) = client.send_request(req, false).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    body.send_data(bytes::Bytes::from_static(b"{}"), true)
+        .expect("the stream is still open when the body follows the headers");
+    let resp = resp.await.expect("an answer, not a reset");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let mut answer = resp.into_body();
+    let mut text = Vec::new();
+    while let Some(chunk) = answer.data().await {
+        text.extend_from_slice(&chunk.expect("the whole answer"));
+    }
+    let v: Value = serde_json::from_slice(&text).unwrap();
+    assert_eq!(v["error"], "invalid_client");
+    s.stop().await;
+}

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use super::error::ApiError;
+use super::RequestBody;
 use super::{bearer, Body, Ctx};
 use crate::proxy_header;
 use crate::route::{forward, Forwarded, Peer, Route};
@@ -16,7 +16,7 @@ use crate::route::{forward, Forwarded, Peer, Route};
 pub async fn serve(
     ctx: &mut Ctx<'_>,
     route: &Arc<Route>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let started = Instant::now();
     let answer = admit_and_forward(ctx, route, req).await;
@@ -33,7 +33,7 @@ pub async fn serve(
 async fn admit_and_forward(
     ctx: &mut Ctx<'_>,
     route: &Arc<Route>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let app = ctx.app;
     let refused = |reason: &str| app.metrics.route_refused(&route.prefix, reason);

@@ -1,7 +1,6 @@
 //! HTTP: routing, request decoding, JSON responses. Thin: handlers decode, call the
 //! registry, encode.
 
-mod body;
 mod edge;
 pub mod error;
 mod register;
@@ -24,7 +23,7 @@ use crate::identity::{CertSource, ClientCertificate};
 use crate::proxy_header;
 use error::ApiError;
 
-pub use body::Body;
+pub use crate::body::{Body, RequestBody};
 
 /// Which listener a connection arrived on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,6 +110,11 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
+    let (parts, incoming) = req.into_parts();
+    let body = RequestBody::new(incoming);
+    // HTTP/2: an unread request body stays until the answer is sent (see `body`).
+    let held = (parts.version == http::Version::HTTP_2).then(|| body.clone());
+    let req = Request::from_parts(parts, body);
     let method = req.method().clone();
     let mut ctx = Ctx {
         app: &app,
@@ -124,7 +128,11 @@ pub async fn handle(
         Err(e) => Err(e),
     };
     // Nothing is acknowledged before it is durable: every commit returns only then.
-    let resp = answer.unwrap_or_else(ApiError::into_response);
+    let mut resp = answer.unwrap_or_else(ApiError::into_response);
+    if let Some(held) = held {
+        drain(&app.config, &held).await;
+        resp = resp.map(|b| b.with_guard(held));
+    }
     app.metrics.observe(resp.status());
     let thumbprint = match &ctx.cert {
         Some(Some(c)) => c.thumbprint.as_str(),
@@ -143,10 +151,28 @@ pub async fn handle(
     Ok(resp)
 }
 
+/// Reads what is left of a small HTTP/2 request body before the answer goes out. An answer
+/// given before the client finished sending (a refusal, typically) ends the stream with a
+/// reset, and clients such as curl then report a transport error instead of the answer; a
+/// client that is still sending a large or slow body gets the answer (and the reset)
+/// anyway.
+async fn drain(config: &Config, body: &RequestBody) {
+    use http_body_util::BodyExt as _;
+    if http_body::Body::is_end_stream(body) {
+        return;
+    }
+    let limit = config.registration.max_body_bytes;
+    let wait = config.limits.request_timeout.min(DRAIN_WAIT);
+    let _ = tokio::time::timeout(wait, Limited::new(body.clone(), limit).collect()).await;
+}
+
+/// How long an unread request body may delay an answer (`drain`).
+const DRAIN_WAIT: Duration = Duration::from_secs(1);
+
 /// Framing rules every request meets before it is routed (SPEC §8, RFC 9112 §3.2,
 /// RFC 9110 §5.3): a head within `limits.max_header_bytes` (431), exactly one `Host` on
 /// HTTP/1.1 and never two, at most one `Authorization`.
-fn check_head(config: &Config, req: &Request<Incoming>) -> Result<(), ApiError> {
+fn check_head(config: &Config, req: &Request<RequestBody>) -> Result<(), ApiError> {
     let limit = config.limits.max_header_bytes as usize;
     // Counted as HTTP/1.1 would send it: request line, then "name: value\r\n" each.
     let mut size = req.method().as_str().len() + req.uri().to_string().len() + 12;
@@ -192,7 +218,7 @@ fn check_head(config: &Config, req: &Request<Incoming>) -> Result<(), ApiError> 
 async fn route(
     ctx: &mut Ctx<'_>,
     path: &str,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let method = req.method();
     if ctx.conn.listener == Listener::Admin {
@@ -433,7 +459,7 @@ fn still_valid(cert: Arc<ClientCertificate>) -> Arc<ClientCertificate> {
 
 /// Reads a JSON object body: `application/json`, at most `limit` bytes.
 pub async fn json_object(
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     limit: usize,
     timeout: Duration,
 ) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
@@ -470,7 +496,7 @@ pub fn require_media_type(headers: &HeaderMap, media_type: &str) -> Result<(), A
 
 /// Reads a whole body of at most `limit` bytes (413 beyond) within `timeout` (408 after).
 pub async fn read_body(
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     limit: usize,
     timeout: Duration,
 ) -> Result<Bytes, ApiError> {

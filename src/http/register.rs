@@ -1,9 +1,9 @@
 //! `POST /register` (RFC 7591) and `GET|PUT|DELETE /register/{client_id}` (RFC 7592).
 
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use super::error::ApiError;
+use super::RequestBody;
 use super::{bearer, json_object, raw_json, Body, Ctx};
 use crate::config::RegistrationAuth;
 use crate::registry::{ManageOp, Outcome, TokenKind};
@@ -12,7 +12,7 @@ use crate::secret;
 /// `POST /register`.
 pub async fn register(
     ctx: &mut Ctx<'_>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let cert = ctx.cert(req.headers())?;
     let registry = &ctx.app.registry;
@@ -46,7 +46,7 @@ pub async fn register(
 pub async fn manage(
     ctx: &mut Ctx<'_>,
     client_id: &str,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     ctx.client_id = Some(client_id.to_owned());
     let cert = ctx.cert(req.headers())?;

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use http::{header, HeaderMap, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use super::error::ApiError;
+use super::RequestBody;
 use super::{json_response, read_body, require_media_type, Body, Ctx};
 use crate::registry::{Authenticated, ClientCredentials};
 
@@ -15,7 +15,10 @@ use crate::registry::{Authenticated, ClientCredentials};
 const MAX_FORM_BYTES: usize = 16 * 1024;
 
 /// `POST /token` (client_credentials).
-pub async fn token(ctx: &mut Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn token(
+    ctx: &mut Ctx<'_>,
+    req: Request<RequestBody>,
+) -> Result<Response<Body>, ApiError> {
     let (client, form, cert) = authenticate(ctx, req).await?;
     let grant = ctx
         .app
@@ -33,7 +36,7 @@ pub async fn token(ctx: &mut Ctx<'_>, req: Request<Incoming>) -> Result<Response
 /// `POST /introspect` (RFC 7662).
 pub async fn introspect(
     ctx: &mut Ctx<'_>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let (client, form, _) = authenticate(ctx, req).await?;
     let token = form
@@ -44,7 +47,10 @@ pub async fn introspect(
 }
 
 /// `POST /revoke` (RFC 7009).
-pub async fn revoke(ctx: &mut Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn revoke(
+    ctx: &mut Ctx<'_>,
+    req: Request<RequestBody>,
+) -> Result<Response<Body>, ApiError> {
     let (client, form, _) = authenticate(ctx, req).await?;
     let token = form
         .get("token")
@@ -58,7 +64,7 @@ type Cert = Option<std::sync::Arc<crate::identity::ClientCertificate>>;
 
 async fn authenticate(
     ctx: &mut Ctx<'_>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<(Authenticated, Form, Cert), ApiError> {
     let cert = ctx.cert(req.headers())?;
     let basic = basic_credentials(req.headers())?;
@@ -115,7 +121,7 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Ap
 
 /// An `application/x-www-form-urlencoded` body; repeated parameters are refused
 /// (RFC 6749 §3.1).
-async fn form(req: Request<Incoming>, timeout: std::time::Duration) -> Result<Form, ApiError> {
+async fn form(req: Request<RequestBody>, timeout: std::time::Duration) -> Result<Form, ApiError> {
     require_media_type(req.headers(), "application/x-www-form-urlencoded")?;
     let bytes = read_body(req, MAX_FORM_BYTES, timeout).await?;
     let mut out = HashMap::new();

@@ -9,6 +9,7 @@ use http::{Request, Response, Version};
 use hyper::body::Incoming;
 
 use super::Route;
+use crate::body::RequestBody;
 use crate::model::AccessToken;
 
 /// Who sent the request, as the edge sees it.
@@ -58,7 +59,7 @@ const IDENTITY: [&str; 7] = [
 /// the proxy certificate header(s), removed whoever sent them.
 pub async fn forward(
     route: &Route,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     token: &AccessToken,
     peer: &Peer,
     certificate_headers: &[HeaderName],

@@ -22,7 +22,7 @@ pub use forward::{forward, Forwarded, Peer};
 
 /// The upstream client of one route: pooled connections, HTTP/1.1, and HTTP/2 when an
 /// https upstream offers it (ALPN).
-type Upstream = Client<HttpsConnector<HttpConnector>, hyper::body::Incoming>;
+type Upstream = Client<HttpsConnector<HttpConnector>, crate::body::RequestBody>;
 
 /// One `[[routes]]` entry, ready to serve.
 pub struct Route {

@@ -1,5 +1,9 @@
-//! The body of every response certgate sends: one buffer (its own answers), or a stream
-//! passed through from an upstream (edge routes), with backpressure either way.
+//! Bodies. Every response certgate sends is one buffer (its own answers) or a stream passed
+//! through from an upstream (edge routes), with backpressure either way.
+//!
+//! Request bodies are shared ([`RequestBody`]) so that an unread one can outlive its handler:
+//! an HTTP/2 stream whose request body is dropped before the answer is sent is reset with
+//! CANCEL, and clients such as curl then report a transport error instead of the answer.
 //!
 //! A body can carry a guard that lives exactly as long as the body is being sent: the
 //! server's per-connection watchdog counts a streaming response (a download, an endless
@@ -7,6 +11,7 @@
 
 use std::any::Any;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -52,10 +57,53 @@ impl Body {
         }
     }
 
-    /// Keeps `guard` alive until the body has been sent (or dropped).
+    /// Keeps `guard` alive until the body has been sent (or dropped), with any guard it
+    /// already has.
     pub fn with_guard(mut self, guard: impl Any + Send + Sync) -> Self {
-        self.guard = Some(Box::new(guard));
+        self.guard = Some(match self.guard.take() {
+            None => Box::new(guard),
+            Some(earlier) => Box::new((earlier, guard)),
+        });
         self
+    }
+}
+
+/// A request body that the connection can keep after the handler dropped its request.
+#[derive(Clone)]
+pub struct RequestBody(Arc<Mutex<Incoming>>);
+
+impl RequestBody {
+    /// Wraps the body hyper delivered.
+    pub fn new(incoming: Incoming) -> Self {
+        Self(Arc::new(Mutex::new(incoming)))
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Incoming) -> R) -> R {
+        // Never contended: one task polls a request body at a time.
+        match self.0.lock() {
+            Ok(mut incoming) => f(&mut incoming),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        self.with(|incoming| Pin::new(incoming).poll_frame(cx))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.with(|incoming| incoming.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.with(|incoming| incoming.size_hint())
     }
 }
 
