@@ -10,6 +10,9 @@
 #   selfsigned.pem / selfsigned-key.pem  self-signed client cert CN=selfsigned,O=certgate dev
 #   proxy.pem / proxy-key.pem            a reverse proxy's client cert CN=proxy,O=certgate dev
 #                                        (proxy.trusted_proxy_subjects)
+#   directory-key.pem, directory-jwks.json
+#                                        a software statement directory's Ed25519 key and its
+#                                        public JWKS (kid dev-directory-1; scripts/sign-statement.sh)
 #   other-ca.pem, untrusted.pem / untrusted-key.pem
 #                                        a second CA and a client cert it issued (does not chain
 #                                        to ca.pem: for tests)
@@ -66,6 +69,12 @@ openssl req -x509 -new -key "$out/selfsigned-key.pem" -subj "/O=certgate dev/CN=
   -addext "extendedKeyUsage=clientAuth" \
   -addext "subjectAltName=DNS:selfsigned.example.com" \
   -out "$out/selfsigned.pem"
+
+openssl genpkey -algorithm ED25519 -out "$out/directory-key.pem"
+x=$(openssl pkey -in "$out/directory-key.pem" -pubout -outform DER | tail -c 32 \
+  | openssl base64 -A | tr '+/' '-_' | tr -d '=')
+printf '{"keys":[{"kty":"OKP","crv":"Ed25519","x":"%s","kid":"dev-directory-1","use":"sig","alg":"EdDSA"}]}\n' \
+  "$x" > "$out/directory-jwks.json"
 
 rm -f "$out"/*.srl
 chmod 600 "$out"/*-key.pem

@@ -217,17 +217,21 @@ impl Running {
     /// Starts the binary with every listener on port 0 and waits until `/healthz` answers
     /// on the admin port it reports (tests/listening).
     fn start(extra_args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("certgate.toml");
-        fs::write(
-            &config,
+        Self::start_config(
             "[server]\n\
              issuer = \"https://localhost\"\n\
              tls_listen = \"127.0.0.1:0\"\n\
              proxy_listen = \"127.0.0.1:0\"\n\
              admin_listen = \"127.0.0.1:0\"\n",
+            extra_args,
         )
-        .unwrap();
+    }
+
+    /// Like `start`, with `toml` as the configuration (its listeners on port 0).
+    fn start_config(toml: &str, extra_args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("certgate.toml");
+        fs::write(&config, toml).unwrap();
         let log = dir.path().join("certgate.log");
         let child = Command::new(BIN)
             .current_dir(root())
@@ -368,6 +372,36 @@ fn curl_identity(server: &Running) -> Value {
             String::from_utf8_lossy(&out.stdout)
         )
     })
+}
+
+/// docs/open-banking.md as printed: the shipped configuration, a statement signed with
+/// `scripts/sign-statement.sh`, registration and a token with `curl --cert`, and every
+/// refusal the guide lists (`scripts/open-banking-demo.sh` runs exactly those commands).
+#[test]
+fn the_open_banking_guide_registers_with_a_signed_statement_as_printed() {
+    let shipped = fs::read_to_string(root().join("config/certgate-open-banking.toml")).unwrap();
+    let toml = shipped
+        .replace("127.0.0.1:8443", "127.0.0.1:0")
+        .replace("127.0.0.1:9090", "127.0.0.1:0");
+    assert_ne!(toml, shipped, "the shipped listeners moved");
+    let server = Running::start_config(&toml, &[]);
+    let out = Command::new("scripts/open-banking-demo.sh")
+        .current_dir(root())
+        .env(
+            "CERTGATE_URL",
+            format!("https://localhost:{}", server.tls_port),
+        )
+        .env_remove("https_proxy")
+        .env_remove("HTTPS_PROXY")
+        .output()
+        .expect("run scripts/open-banking-demo.sh (needs bash, curl, openssl, python3)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("all steps passed"),
+        "{stdout}{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log_text()
+    );
 }
 
 #[test]
