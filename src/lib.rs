@@ -35,6 +35,7 @@ pub mod http;
 pub mod identity;
 pub mod json;
 pub mod jwk;
+pub mod logging;
 pub mod metadata;
 pub mod metrics;
 pub mod model;

@@ -46,7 +46,10 @@ enum LogFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Keep the guard alive: dropping it flushes the log writer thread.
-    let _log_guard = init_tracing(cli.log_format);
+    let _log_guard = certgate::logging::init(match cli.log_format {
+        LogFormat::Text => certgate::logging::LogFormat::Text,
+        LogFormat::Json => certgate::logging::LogFormat::Json,
+    });
 
     if let Some(Command::MigrateStore { from, to }) = &cli.command {
         return migrate_store(&cli.config, from, to);
@@ -131,26 +134,6 @@ fn main() -> ExitCode {
             }
         }
     })
-}
-
-/// Logs go to stderr through a writer thread: a slow terminal or pipe must never block
-/// the runtime threads serving requests.
-fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal as _;
-    // Colour only for a terminal: escape codes in a file or a log pipeline are noise.
-    let ansi = std::io::stderr().is_terminal();
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(writer);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-    guard
 }
 
 /// A runtime for the one-shot commands.

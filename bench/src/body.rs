@@ -50,3 +50,33 @@ pub fn ceiling_body() -> Bytes {
     body.extend(registration_body());
     Bytes::from(Value::Object(body).to_string())
 }
+
+/// The ceiling's answer of the size of a `client_credentials` token response.
+pub fn ceiling_token_body() -> Bytes {
+    Bytes::from(
+        json!({
+            "access_token": "dG9rZW5kZ3NhZmRzYWZkc2FmZHNhZmRzYWZkc2FmZHNh",
+            "token_type": "Bearer",
+            "expires_in": 3600,
+            "scope": "api:read"
+        })
+        .to_string(),
+    )
+}
+
+/// The ceiling's answer of the size of an introspection of an active, certificate-bound
+/// token.
+pub fn ceiling_introspect_body() -> Bytes {
+    Bytes::from(
+        json!({
+            "active": true,
+            "scope": "api:read",
+            "client_id": "Wk9vQ2xpZW50SWRCZW5jaA",
+            "token_type": "Bearer",
+            "exp": 1_767_229_200u64,
+            "iat": 1_767_225_600u64,
+            "cnf": {"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}
+        })
+        .to_string(),
+    )
+}

@@ -24,13 +24,27 @@ use crate::histogram::Histogram;
 use crate::servers::{ServerKind, ServerProc};
 use crate::{Error, LoadOpts};
 
+/// Which answer the ceiling gives: one of the size of the workload's real answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Answer {
+    Register,
+    Token,
+    Introspect,
+}
+
 /// What one load workload does.
 #[derive(Clone, Copy)]
 pub struct Plan {
     pub name: &'static str,
     pub server: ServerKind,
+    /// The ceiling's answer (ceiling only).
+    pub answer: Answer,
     /// GET /register/{id} with the current token, adopting the rotated one.
     pub read_rotate: bool,
+    /// Register a `tls_client_auth` client once, then loop POST /token (client_credentials).
+    pub token: bool,
+    /// Register and get a token once, then loop POST /introspect of that token.
+    pub introspect: bool,
     /// GET this path instead of registering.
     pub get: Option<&'static str>,
     /// A new connection (full handshake, no resumption) per request.
@@ -44,7 +58,10 @@ impl Plan {
         Self {
             name,
             server: ServerKind::Certgate,
+            answer: Answer::Register,
             read_rotate: false,
+            token: false,
+            introspect: false,
             get: None,
             handshake: false,
             durable: false,
@@ -59,10 +76,29 @@ impl Plan {
                 "ceiling"
             },
             server: ServerKind::Ceiling,
+            answer: Answer::Register,
             read_rotate: false,
+            token: false,
+            introspect: false,
             get: None,
             handshake,
             durable: false,
+        }
+    }
+
+    /// The keep-alive ceiling answering with `answer`'s size.
+    pub fn ceiling_answering(answer: Answer) -> Self {
+        Self {
+            name: match answer {
+                Answer::Register => "ceiling",
+                Answer::Token => "ceiling-token",
+                Answer::Introspect => "ceiling-introspect",
+            },
+            answer,
+            // The same requests as the workload's, so both sides read the same bytes.
+            token: answer == Answer::Token,
+            introspect: answer == Answer::Introspect,
+            ..Self::ceiling(false)
         }
     }
 }
@@ -148,6 +184,7 @@ pub struct Stats {
     pub latency: Histogram,
     pub errors: BTreeMap<String, u64>,
     pub response_bytes: u64,
+    pub request_bytes: u64,
 }
 
 /// CPU seconds used so far: by each server, by the load generator, by the whole machine.
@@ -184,7 +221,7 @@ pub fn load_workload(plan: Plan, baseline: Option<Plan>, opts: LoadOpts) -> Resu
         } else {
             None
         };
-        match ServerProc::start(p.server, &opts, dir.as_ref().map(|d| d.path())) {
+        match ServerProc::start(p, &opts, dir.as_ref().map(|d| d.path())) {
             Ok(s) => servers.push(s),
             Err(e) => {
                 servers.iter_mut().for_each(ServerProc::stop);
@@ -290,6 +327,7 @@ pub fn run_load(
         let mut latency = Histogram::new();
         let mut errors = BTreeMap::new();
         let mut response_bytes = 0;
+        let mut request_bytes = 0;
         for (_, s) in stats.iter().filter(|(side, _)| *side == i) {
             let s = s.as_ref().map_err(|e| e.to_string())?;
             latency.merge(&s.latency);
@@ -297,6 +335,7 @@ pub fn run_load(
                 *errors.entry(k.clone()).or_insert(0) += v;
             }
             response_bytes = response_bytes.max(s.response_bytes);
+            request_bytes = request_bytes.max(s.request_bytes);
         }
         // The server of side i works only for side i: all its CPU in the window is its.
         // The load generator and the rest of the machine are split by slice.
@@ -342,7 +381,8 @@ pub fn run_load(
             "client_cpu_cores": client_cpu.map(|c| c / secs),
             "client_cpu_us_per_req": per_req(client_cpu),
             "other_cpu_cores": other_cpu.map(|c| c / secs),
-            "request_bytes": if plan.read_rotate || plan.get.is_some() { 0 } else { register.len() },
+            "request_bytes": request_bytes,
+            "log": opts.log == crate::LogMode::On,
             "response_bytes": response_bytes,
             "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         }));
@@ -359,10 +399,27 @@ pub async fn connection(shared: Arc<Shared>, side: usize) -> Result<Stats, Error
         latency: Histogram::new(),
         errors: BTreeMap::new(),
         response_bytes: 0,
+        request_bytes: 0,
     };
     let mut sender: Option<SendRequest<Full<Bytes>>> = None;
     // read-rotate: (client_id, current registration access token).
     let mut registered: Option<(String, String)> = None;
+    // token, introspect: the client registered for them, and its access token.
+    let mut client_id: Option<String> = None;
+    let mut access_token: Option<String> = None;
+    // The ceiling needs no set-up: it answers anything with its fixed body.
+    let placeholders = || {
+        (plan.server == ServerKind::Ceiling).then(|| {
+            (
+                "Wk9vQ2xpZW50SWRCZW5jaA".to_owned(),
+                "dG9rZW5kZ3NhZmRzYWZkc2FmZHNhZmRzYWZkc2FmZHNh".to_owned(),
+            )
+        })
+    };
+    if let Some((id, tok)) = placeholders() {
+        client_id = Some(id);
+        access_token = Some(tok);
+    }
     loop {
         let now = Instant::now();
         if now >= s.end {
@@ -372,31 +429,30 @@ pub async fn connection(shared: Arc<Shared>, side: usize) -> Result<Stats, Error
             tokio::time::sleep_until(s.next_turn(side, now).into()).await;
             continue;
         }
-        let req = match (&registered, plan.read_rotate) {
-            _ if plan.get.is_some() => Request::builder()
-                .method(Method::GET)
-                .uri(plan.get.unwrap_or("/"))
-                .header(header::HOST, "localhost")
-                .body(Full::new(Bytes::new()))?,
-            (Some((id, token)), true) => Request::builder()
-                .method(Method::GET)
-                .uri(format!("/register/{id}"))
-                .header(header::HOST, "localhost")
-                .header(header::AUTHORIZATION, format!("Bearer {token}"))
-                .body(Full::new(Bytes::new()))?,
-            _ => {
-                let mut b = Request::builder()
-                    .method(Method::POST)
-                    .uri("/register")
-                    .header(header::HOST, "localhost")
-                    .header(header::CONTENT_TYPE, "application/json");
-                if plan.handshake {
-                    b = b.header(header::CONNECTION, "close");
-                }
-                b.body(Full::new(shared.register.clone()))?
+        let step = if let Some(path) = plan.get {
+            Step::Get(path)
+        } else if plan.token || plan.introspect {
+            match (&client_id, &access_token) {
+                (None, _) => Step::Register,
+                (Some(id), Some(tok)) if plan.introspect => Step::Introspect(id, tok),
+                (Some(id), _) => Step::Token(id),
+            }
+        } else {
+            match (&registered, plan.read_rotate) {
+                (Some((id, token)), true) => Step::Read(id, token),
+                _ => Step::Register,
             }
         };
-        let is_register = req.method() == Method::POST;
+        // Setting a connection's client up is not the workload: not counted.
+        let setup = (plan.token || plan.introspect)
+            && !matches!(
+                (&step, plan.introspect),
+                (Step::Introspect(..), true) | (Step::Token(_), false)
+            );
+        let req = step.request(&shared, plan.handshake)?;
+        let request_bytes = hyper::body::Body::size_hint(req.body()).lower();
+        let is_register = matches!(step, Step::Register);
+        let is_token = matches!(step, Step::Token(_));
         let started = Instant::now();
         let outcome = async {
             if sender.is_none() || plan.handshake {
@@ -409,23 +465,37 @@ pub async fn connection(shared: Arc<Shared>, side: usize) -> Result<Stats, Error
         }
         .await;
         let done = Instant::now();
-        let counted = s.measuring(done);
+        let counted = s.measuring(done) && !setup;
         match outcome {
             Ok((status, body)) if status.is_success() => {
                 if plan.read_rotate {
                     registered = adopt(&body, registered.take(), is_register);
+                }
+                let text = std::str::from_utf8(&body).unwrap_or("");
+                if is_register && (plan.token || plan.introspect) {
+                    client_id = json_string_field(text, "client_id");
+                }
+                if is_token && plan.introspect {
+                    access_token = json_string_field(text, "access_token");
                 }
                 if counted {
                     stats
                         .latency
                         .record(done.duration_since(started).as_micros() as u64);
                     stats.response_bytes = stats.response_bytes.max(body.len() as u64);
+                    stats.request_bytes = stats.request_bytes.max(request_bytes);
                 }
             }
             Ok((status, body)) => {
                 // A failed read loses the token: register again.
                 registered = None;
-                if counted {
+                client_id = None;
+                access_token = None;
+                if let Some((id, tok)) = placeholders() {
+                    client_id = Some(id);
+                    access_token = Some(tok);
+                }
+                if counted || setup {
                     let code = serde_json::from_slice::<Value>(&body)
                         .ok()
                         .and_then(|v| v["error"].as_str().map(str::to_owned))
@@ -434,6 +504,9 @@ pub async fn connection(shared: Arc<Shared>, side: usize) -> Result<Stats, Error
                         .errors
                         .entry(format!("{} {code}", status.as_u16()))
                         .or_default() += 1;
+                }
+                if setup {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
             Err(e) => {
@@ -445,6 +518,58 @@ pub async fn connection(shared: Arc<Shared>, side: usize) -> Result<Stats, Error
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
+    }
+}
+
+/// One request of a connection's loop.
+enum Step<'a> {
+    Register,
+    Get(&'static str),
+    /// read-rotate: GET /register/{id} with the current registration access token.
+    Read(&'a str, &'a str),
+    /// POST /token, client_credentials, authenticated by the certificate (tls_client_auth).
+    Token(&'a str),
+    /// POST /introspect of the connection's token, authenticated like `Token`.
+    Introspect(&'a str, &'a str),
+}
+
+impl Step<'_> {
+    fn request(&self, shared: &Shared, handshake: bool) -> Result<Request<Full<Bytes>>, Error> {
+        let b = || Request::builder().header(header::HOST, "localhost");
+        let form = |path: &str, body: String| {
+            b().method(Method::POST)
+                .uri(path)
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Full::new(Bytes::from(body)))
+        };
+        Ok(match self {
+            Self::Get(path) => b()
+                .method(Method::GET)
+                .uri(*path)
+                .body(Full::new(Bytes::new()))?,
+            Self::Read(id, token) => b()
+                .method(Method::GET)
+                .uri(format!("/register/{id}"))
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Full::new(Bytes::new()))?,
+            Self::Token(id) => form(
+                "/token",
+                format!("grant_type=client_credentials&client_id={id}&scope=api%3Aread"),
+            )?,
+            Self::Introspect(id, token) => {
+                form("/introspect", format!("token={token}&client_id={id}"))?
+            }
+            Self::Register => {
+                let mut b = b()
+                    .method(Method::POST)
+                    .uri("/register")
+                    .header(header::CONTENT_TYPE, "application/json");
+                if handshake {
+                    b = b.header(header::CONNECTION, "close");
+                }
+                b.body(Full::new(shared.register.clone()))?
+            }
+        })
     }
 }
 

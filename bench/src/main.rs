@@ -2,7 +2,8 @@
 //! and in-process memory, snapshot and per-step measurements.
 //!
 //! ```text
-//! cargo run --release -p certgate-bench -- register            # also: read-rotate,
+//! cargo run --release -p certgate-bench -- register            # also: read-rotate, token,
+//!                                                              #   introspect, discovery,
 //! cargo run --release -p certgate-bench -- handshake-register  #   durable-register
 //! cargo run --release -p certgate-bench -- ceiling [--handshake]
 //! cargo run --release -p certgate-bench -- memory [--clients N]
@@ -58,7 +59,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use load::{load_workload, Plan};
+use load::{load_workload, Answer, Plan};
 use memory::memory;
 use micro::micro;
 use report::report;
@@ -96,6 +97,11 @@ pub enum Workload {
     HandshakeRegister(LoadOpts),
     /// POST /register with `[store] data_dir` set (journal + fsync before each answer).
     DurableRegister(LoadOpts),
+    /// POST /token (client_credentials, tls_client_auth) over keep-alive connections, each
+    /// with a client of its own registered beforehand.
+    Token(LoadOpts),
+    /// POST /introspect of a live certificate-bound token by the client it was issued to.
+    Introspect(LoadOpts),
     /// GET /.well-known/oauth-authorization-server (a pre-encoded document): certgate's
     /// fixed cost per request, without domain work.
     Discovery(LoadOpts),
@@ -156,9 +162,21 @@ pub struct LoadOpts {
     /// to attribute time, not to measure throughput).
     #[arg(long)]
     pub perf_call_graph: bool,
+    /// The server's logging: `on` is the shipped configuration (an access-log line per
+    /// request, text, written by certgate's log thread to a file); `off` installs no
+    /// subscriber, for comparison.
+    #[arg(long, value_enum, default_value_t = LogMode::On)]
+    pub log: LogMode,
     /// One JSON line instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Whether the server under test logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogMode {
+    On,
+    Off,
 }
 
 #[derive(Args, Clone)]
@@ -202,6 +220,12 @@ pub struct ServeOpts {
     /// certgate only: `[store] data_dir`.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Ceiling only: the answer to give.
+    #[arg(long, value_enum, default_value_t = Answer::Register)]
+    pub answer: Answer,
+    /// Install the shipped logging (stderr).
+    #[arg(long, value_enum, default_value_t = LogMode::Off)]
+    pub log: LogMode,
 }
 
 pub fn main() -> ExitCode {
@@ -235,6 +259,22 @@ pub fn main() -> ExitCode {
                 ..Plan::certgate("durable-register")
             },
             Some(Plan::certgate("register")),
+            load,
+        ),
+        Workload::Token(load) => load_workload(
+            Plan {
+                token: true,
+                ..Plan::certgate("token")
+            },
+            Some(Plan::ceiling_answering(Answer::Token)),
+            load,
+        ),
+        Workload::Introspect(load) => load_workload(
+            Plan {
+                introspect: true,
+                ..Plan::certgate("introspect")
+            },
+            Some(Plan::ceiling_answering(Answer::Introspect)),
             load,
         ),
         Workload::Discovery(load) => load_workload(

@@ -22,8 +22,9 @@ use certgate::clock::SystemClock;
 use certgate::config::RegistrationAuth;
 use certgate::{Config, Listeners};
 
-use crate::body::ceiling_body;
-use crate::{Error, LoadOpts, ServeOpts};
+use crate::body::{ceiling_body, ceiling_introspect_body, ceiling_token_body};
+use crate::load::{Answer, Plan};
+use crate::{Error, LoadOpts, LogMode, ServeOpts};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum ServerKind {
@@ -36,21 +37,37 @@ pub struct ServerProc {
     pub child: Child,
     pub addr: SocketAddr,
     pub pid: u32,
+    /// Where the server's log lines go (`--log on`), removed with the run.
+    _log: Option<tempfile::NamedTempFile>,
 }
 
 impl ServerProc {
     /// Re-executes this binary as `serve-ceiling` / `serve-certgate` and waits for the
     /// address it listens on.
-    pub fn start(
-        kind: ServerKind,
-        opts: &LoadOpts,
-        data_dir: Option<&Path>,
-    ) -> Result<Self, Error> {
+    pub fn start(plan: &Plan, opts: &LoadOpts, data_dir: Option<&Path>) -> Result<Self, Error> {
         let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.arg(match kind {
+        cmd.arg(match plan.server {
             ServerKind::Ceiling => "serve-ceiling",
             ServerKind::Certgate => "serve-certgate",
         });
+        let answer = match plan.answer {
+            Answer::Register => "register",
+            Answer::Token => "token",
+            Answer::Introspect => "introspect",
+        };
+        cmd.args(["--answer", answer]);
+        // certgate logs as shipped, to a file as an operator's service manager would; the
+        // ceiling never logs.
+        let log = if opts.log == LogMode::On && plan.server == ServerKind::Certgate {
+            cmd.args(["--log", "on"]);
+            Some(
+                tempfile::Builder::new()
+                    .prefix("certgate-bench-log-")
+                    .tempfile()?,
+            )
+        } else {
+            None
+        };
         cmd.arg("--config").arg(&opts.config);
         if let Some(n) = opts.server_threads {
             cmd.args(["--threads", &n.to_string()]);
@@ -58,12 +75,16 @@ impl ServerProc {
         if let Some(dir) = data_dir {
             cmd.arg("--data-dir").arg(dir);
         }
-        // Logging stays off in the child: it never installs a tracing subscriber.
+        // The shipped filter (info), whatever the caller's environment says.
         cmd.env_remove("RUST_LOG");
+        let stderr = match &log {
+            Some(file) => Stdio::from(file.reopen()?),
+            None => Stdio::inherit(),
+        };
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()?;
         let pid = child.id();
         let mut line = String::new();
@@ -75,7 +96,12 @@ impl ServerProc {
             .strip_prefix("listening ")
             .and_then(|a| a.parse().ok());
         match addr {
-            Some(addr) => Ok(Self { child, addr, pid }),
+            Some(addr) => Ok(Self {
+                child,
+                addr,
+                pid,
+                _log: log,
+            }),
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -108,7 +134,11 @@ pub fn serve(kind: ServerKind, opts: &ServeOpts) -> Result<(), Error> {
     config.server.admin_listen = None;
     config.registration.authentication = vec![RegistrationAuth::MutualTls];
     config.store.data_dir = opts.data_dir.clone().unwrap_or_default();
+    // Clients registered by the load are all bound to one certificate.
+    config.registration.max_clients_per_certificate = u32::MAX;
     config.validate()?;
+    let _log = (opts.log == LogMode::On && kind == ServerKind::Certgate)
+        .then(|| certgate::logging::init(certgate::logging::LogFormat::Text));
 
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = opts.threads {
@@ -126,7 +156,23 @@ pub fn serve(kind: ServerKind, opts: &ServeOpts) -> Result<(), Error> {
         match kind {
             ServerKind::Ceiling => {
                 let tls = certgate::tls::Tls::load(&config.tls, &config.proxy)?;
-                serve_ceiling(listener, tls.current().acceptor.clone(), shutdown).await;
+                let body = match opts.answer {
+                    Answer::Register => ceiling_body(),
+                    Answer::Token => ceiling_token_body(),
+                    Answer::Introspect => ceiling_introspect_body(),
+                };
+                let status = match opts.answer {
+                    Answer::Register => StatusCode::CREATED,
+                    _ => StatusCode::OK,
+                };
+                serve_ceiling(
+                    listener,
+                    tls.current().acceptor.clone(),
+                    body,
+                    status,
+                    shutdown,
+                )
+                .await;
                 Ok(())
             }
             ServerKind::Certgate => {
@@ -161,9 +207,10 @@ pub fn stdin_closed() -> impl Future<Output = ()> {
 pub async fn serve_ceiling(
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    body: bytes::Bytes,
+    status: StatusCode,
     shutdown: impl Future<Output = ()>,
 ) {
-    let body = ceiling_body();
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -185,7 +232,7 @@ pub async fn serve_ceiling(
                 async move {
                     let _ = req.into_body().collect().await;
                     let mut resp = Response::new(Full::new(body));
-                    *resp.status_mut() = StatusCode::CREATED;
+                    *resp.status_mut() = status;
                     let h = resp.headers_mut();
                     h.insert(
                         header::CONTENT_TYPE,

@@ -192,13 +192,13 @@ fn proxy_header(out: &Path, pems: &[String], client: &str, ca: &str, key: &str) 
     }
 }
 
-/// Subjects of the dev certificates as certgate renders them (`identity::rfc4514`).
+/// Subjects of the dev certificates as certgate renders them (`dn::rfc4514`).
 fn subjects(pems: &[String]) -> Vec<String> {
     pems.iter()
         .map(|pem| {
             let der = pem_der(pem);
             let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
-            certgate::identity::rfc4514(cert.subject())
+            certgate::dn::rfc4514(cert.subject())
         })
         .collect()
 }
