@@ -34,9 +34,14 @@ run() {
 load=(-c "$connections" --warmup "$warmup" -d "$duration")
 run register "${load[@]}"
 run read-rotate "${load[@]}"
+run token "${load[@]}"
+run introspect "${load[@]}"
 run handshake-register "${load[@]}"
 run durable-register "${load[@]}"
 run discovery "${load[@]}"
+# The same two hot paths without the access log, for comparison (SPEC §10 is with it on).
+run token "${load[@]}" --log off
+run introspect "${load[@]}" --log off
 run micro
 for n in $(printf '%s\n' "$small" "$clients" | sort -nu); do
     run memory --clients "$n"

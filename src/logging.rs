@@ -1,8 +1,20 @@
 //! The shipped logging: `tracing` events (one access-log line per request among them) as
-//! text or JSON lines on stderr, written by a thread of their own so that a slow terminal,
-//! pipe or disk never blocks a runtime thread serving requests.
+//! text or JSON lines on stderr.
+//!
+//! Lines are appended to a shared buffer and written by a thread of their own, in batches:
+//! a request pays a short lock and a copy, never a syscall, a wake-up or an allocation, and
+//! a slow terminal, pipe or disk never blocks a runtime thread. The writer thread wakes when
+//! the buffer passes [`FLUSH_AT`] or [`FLUSH_EVERY`] after the first line of a batch, so a
+//! line reaches stderr within that time. If stderr stalls for long, lines beyond
+//! [`MAX_BUFFERED`] are dropped and counted, and the count is logged once it drains.
 
-use std::io::IsTerminal as _;
+use std::io::{IsTerminal as _, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tracing_subscriber::fmt::MakeWriter;
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,23 +25,338 @@ pub enum LogFormat {
     Json,
 }
 
-/// Keeps the log writer running; dropping it flushes what is buffered.
-pub struct LogGuard(#[allow(dead_code)] tracing_appender::non_blocking::WorkerGuard);
+/// A batch this large is written at once.
+pub const FLUSH_AT: usize = 64 * 1024;
+/// No line waits longer than this for its batch.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(10);
+/// Beyond this much unwritten text, new lines are dropped (and counted).
+pub const MAX_BUFFERED: usize = 8 * 1024 * 1024;
 
 /// Installs the global subscriber: `RUST_LOG` (default `info`), `format`, stderr.
 pub fn init(format: LogFormat) -> LogGuard {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour only for a terminal: escape codes in a file or a log pipeline are noise.
     let ansi = std::io::stderr().is_terminal();
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(writer);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    let (writer, guard) = BatchWriter::spawn(std::io::stderr());
+    let _ = tracing_subscriber::util::SubscriberInitExt::try_init(dispatch(
+        std::env::var("RUST_LOG").ok().as_deref(),
+        format,
+        ansi,
+        writer,
+    ));
+    guard
+}
+
+/// The shipped subscriber for a `RUST_LOG` value, writing to `writer`.
+///
+/// A plain level and `target=level` list (what operators set) is a static
+/// [`Targets`](tracing_subscriber::filter::Targets) filter, decided once per call site;
+/// anything else (span and field directives) falls back to `EnvFilter`, which costs more per
+/// event.
+pub fn dispatch<W>(
+    rust_log: Option<&str>,
+    format: LogFormat,
+    ansi: bool,
+    writer: W,
+) -> tracing::Dispatch
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let spec = rust_log
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("info");
+    match spec.parse::<Targets>() {
+        Ok(targets) => {
+            let registry = tracing_subscriber::registry().with(targets);
+            match format {
+                LogFormat::Text => registry
+                    .with(
+                        tracing_subscriber::fmt::layer()
+                            .with_ansi(ansi)
+                            .with_writer(writer),
+                    )
+                    .into(),
+                LogFormat::Json => registry
+                    .with(tracing_subscriber::fmt::layer().json().with_writer(writer))
+                    .into(),
+            }
+        }
+        Err(_) => {
+            let filter = tracing_subscriber::EnvFilter::new(spec);
+            let registry = tracing_subscriber::registry().with(filter);
+            match format {
+                LogFormat::Text => registry
+                    .with(
+                        tracing_subscriber::fmt::layer()
+                            .with_ansi(ansi)
+                            .with_writer(writer),
+                    )
+                    .into(),
+                LogFormat::Json => registry
+                    .with(tracing_subscriber::fmt::layer().json().with_writer(writer))
+                    .into(),
+            }
+        }
     }
-    LogGuard(guard)
+}
+
+/// Keeps the log writer thread running; dropping it writes what is buffered and stops it.
+pub struct LogGuard {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        {
+            let mut state = self.shared.lock();
+            state.closed = true;
+        }
+        self.shared.wake.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Where every thread's log lines go (a [`MakeWriter`]): the shared batch buffer.
+#[derive(Clone)]
+pub struct BatchWriter {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    dropped: AtomicU64,
+}
+
+struct State {
+    buf: Vec<u8>,
+    /// The writer thread waits for a first line (and must be woken for it).
+    idle: bool,
+    closed: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding it cannot leave the buffer inconsistent: keep logging.
+        match self.state.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}
+
+impl BatchWriter {
+    /// Starts the writer thread for `out`.
+    pub fn spawn<W: Write + Send + 'static>(out: W) -> (Self, LogGuard) {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                buf: Vec::with_capacity(FLUSH_AT),
+                idle: false,
+                closed: false,
+            }),
+            wake: Condvar::new(),
+            dropped: AtomicU64::new(0),
+        });
+        let worker = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("certgate-log".into())
+            .spawn(move || write_batches(&worker, out))
+            .ok();
+        (
+            Self {
+                shared: shared.clone(),
+            },
+            LogGuard { shared, thread },
+        )
+    }
+
+    fn append(&self, line: &[u8]) {
+        let mut state = self.shared.lock();
+        if state.buf.len() + line.len() > MAX_BUFFERED {
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let before = state.buf.len();
+        state.buf.extend_from_slice(line);
+        // Wake the writer only when it sleeps without a deadline, or a batch just filled:
+        // under load it is woken by its own timer, not by every line.
+        let wake = state.idle || (before < FLUSH_AT && state.buf.len() >= FLUSH_AT);
+        state.idle = false;
+        drop(state);
+        if wake {
+            self.shared.wake.notify_one();
+        }
+    }
+}
+
+/// The writer thread: waits for a batch, swaps the buffer out, writes it with no lock held.
+fn write_batches<W: Write>(shared: &Shared, mut out: W) {
+    let mut batch = Vec::with_capacity(FLUSH_AT);
+    loop {
+        let mut state = shared.lock();
+        if state.buf.is_empty() && !state.closed {
+            state.idle = true;
+            while state.idle && state.buf.is_empty() && !state.closed {
+                state = match shared.wake.wait(state) {
+                    Ok(s) => s,
+                    Err(p) => p.into_inner(),
+                };
+            }
+        }
+        // A first line arrived: let the batch grow for a moment, unless it is full already.
+        if state.buf.len() < FLUSH_AT && !state.closed {
+            state = match shared.wake.wait_timeout(state, FLUSH_EVERY) {
+                Ok((s, _)) => s,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        std::mem::swap(&mut batch, &mut state.buf);
+        let closed = state.closed;
+        drop(state);
+        let dropped = shared.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            let _ = writeln!(
+                batch,
+                "certgate: {dropped} log lines dropped: stderr did not keep up"
+            );
+        }
+        // A failed write loses this batch only; there is nowhere else to report it.
+        let _ = out.write_all(&batch).and_then(|()| out.flush());
+        batch.clear();
+        if batch.capacity() > 4 * FLUSH_AT {
+            batch = Vec::with_capacity(FLUSH_AT);
+        }
+        if closed && shared.lock().buf.is_empty() {
+            return;
+        }
+    }
+}
+
+/// One event's writer: `tracing_subscriber` formats a whole line, then writes it once.
+pub struct LineWriter<'a>(&'a BatchWriter);
+
+impl Write for LineWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.append(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for BatchWriter {
+    type Writer = LineWriter<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LineWriter(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_line_is_written_in_order_by_the_time_the_guard_is_dropped() {
+        let sink = Sink::default();
+        let (writer, guard) = BatchWriter::spawn(sink.clone());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let w = writer.clone();
+                std::thread::spawn(move || {
+                    for i in 0..5000 {
+                        let mut line = w.make_writer();
+                        line.write_all(format!("t{t} {i}\n").as_bytes()).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        drop(guard);
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 20_000);
+        for t in 0..4 {
+            let mine: Vec<u32> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix(&format!("t{t} ")))
+                .map(|n| n.parse().unwrap())
+                .collect();
+            assert_eq!(mine, (0..5000).collect::<Vec<_>>(), "thread {t}");
+        }
+    }
+
+    #[test]
+    fn a_line_reaches_the_output_without_waiting_for_a_full_batch() {
+        let sink = Sink::default();
+        let (writer, _guard) = BatchWriter::spawn(sink.clone());
+        writer.make_writer().write_all(b"one line\n").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while sink.0.lock().unwrap().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "the line never came");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(&*sink.0.lock().unwrap(), b"one line\n");
+    }
+
+    #[test]
+    fn a_stalled_output_drops_lines_and_says_how_many() {
+        /// Blocks every write until released.
+        struct Stalled(Arc<(Mutex<bool>, Condvar)>, Sink);
+        impl Write for Stalled {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                let (lock, cv) = &*self.0;
+                let mut open = lock.lock().unwrap();
+                while !*open {
+                    open = cv.wait(open).unwrap();
+                }
+                self.1.write(buf)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let sink = Sink::default();
+        let (writer, guard) = BatchWriter::spawn(Stalled(gate.clone(), sink.clone()));
+        let mut line = vec![b'x'; 1023];
+        line.push(b'\n');
+        // Far more than MAX_BUFFERED while the output is stalled: the callers never block.
+        for _ in 0..(2 * MAX_BUFFERED / line.len()) {
+            writer.make_writer().write_all(&line).unwrap();
+        }
+        {
+            let (lock, cv) = &*gate;
+            *lock.lock().unwrap() = true;
+            cv.notify_all();
+        }
+        drop(guard);
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("log lines dropped"), "no drop notice");
+        // The batch in the stalled write, and a full buffer behind it.
+        assert!(text.len() <= 2 * MAX_BUFFERED + 200, "{} bytes", text.len());
+    }
 }

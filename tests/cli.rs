@@ -282,6 +282,19 @@ impl Running {
         );
     }
 
+    /// The log once `done` says it holds what the test waits for (log lines reach the file
+    /// in batches, a few milliseconds after the request), or after 10 s.
+    fn log_until(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log_text();
+            if done(&log) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -423,7 +436,7 @@ fn curl_with_client_certificate_sees_the_thumbprint_openssl_computes() {
 fn text_logs_to_a_file_carry_no_colour_codes() {
     let server = Running::start(&[]);
     curl_identity(&server);
-    let log = server.log_text();
+    let log = server.log_until(|l| l.contains("/identity"));
     assert!(log.contains("/identity"), "no access-log line:\n{log}");
     assert!(
         !log.contains('\u{1b}'),
@@ -436,7 +449,7 @@ fn json_access_log_line_names_method_path_status_and_thumbprint() {
     let server = Running::start(&["--log-format", "json"]);
     curl_identity(&server);
     let thumbprint = openssl_thumbprint("certs/client1.pem");
-    let log = server.log_text();
+    let log = server.log_until(|l| l.contains("/identity"));
     let found = log
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())

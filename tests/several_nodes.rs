@@ -131,7 +131,7 @@ fn two_nodes_behind_haproxy_share_one_registry_and_survive_one_node_dying() {
     let path = format!("/register/{id}");
     for (node, g) in [("a", &a), ("b", &b)] {
         assert!(
-            g.log_text().contains(&path),
+            g.log_until(|l| l.contains(&path)).contains(&path),
             "node {node} served none of the rotations; HAProxy log:\n{}",
             fs::read_to_string(haproxy.1.path().join("log")).unwrap_or_default()
         );

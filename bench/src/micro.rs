@@ -121,6 +121,42 @@ pub fn micro(opts: &MicroOpts) -> Result<(), Error> {
             time_per_call(n, || certgate::store::codec::decode(&encoded)),
         ),
     ];
+    // The access-log line every request logs, through the shipped subscriber, into memory.
+    let log_line = |rust_log: &str, format: certgate::logging::LogFormat| {
+        let (writer, guard) = certgate::logging::BatchWriter::spawn(std::io::sink());
+        let dispatch = certgate::logging::dispatch(Some(rust_log), format, false, writer);
+        let peer: std::net::SocketAddr = ([127, 0, 0, 1], 50_000).into();
+        let us = tracing::dispatcher::with_default(&dispatch, || {
+            time_per_call(n, || {
+                tracing::info!(
+                    target: "certgate::access",
+                    method = %http::Method::POST,
+                    path = %"/token",
+                    status = 200u16,
+                    latency_us = 57u64,
+                    client_id = "Wk9vQ2xpZW50SWRCZW5jaA",
+                    thumbprint = "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2",
+                    peer = %peer,
+                )
+            })
+        });
+        drop(guard);
+        us
+    };
+    let mut rows = rows;
+    use certgate::logging::LogFormat::{Json, Text};
+    rows.push((
+        "access-log line, text, RUST_LOG=info (static target filter, batch writer)",
+        log_line("info", Text),
+    ));
+    rows.push((
+        "access-log line, json, RUST_LOG=info",
+        log_line("info", Json),
+    ));
+    rows.push((
+        "access-log line, text, a span directive (EnvFilter)",
+        log_line("info,[x]=debug", Text),
+    ));
     std::mem::forget(registry);
     if opts.json {
         let rows: Vec<Value> = rows

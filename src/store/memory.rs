@@ -387,9 +387,11 @@ impl MemoryStore {
         }))
     }
 
-    /// Stores a new access token; beyond `max_active` live tokens of its client, the oldest
-    /// are revoked with it. (Two tokens issued at the same instant may both count the same
-    /// oldest one: the cap holds again from the next issue on.)
+    /// Stores a new access token; beyond `max_active` tokens of its client, the oldest are
+    /// revoked with it. A client's tokens are kept oldest first, so this costs the number
+    /// evicted, not the number held. (An expired token not yet pruned still counts until
+    /// then, and as the oldest it goes first; two tokens issued at the same instant may both
+    /// count the same oldest one: the cap holds again from the next issue on.)
     pub async fn issue_token(
         &self,
         digest: Digest,
@@ -398,17 +400,11 @@ impl MemoryStore {
     ) -> Result<(), StoreError> {
         let maps = &self.maps;
         let evicted: Vec<Digest> = match maps.issued.get(&token.client_id) {
-            Some(issued) if issued.len() >= max_active as usize => {
-                let now = self.now();
-                let live: Vec<Digest> = issued
-                    .iter()
-                    .map(|(_, d)| *d)
-                    .filter(|d| maps.tokens.get(d).is_some_and(|s| s.token.is_live(now)))
-                    .collect();
-                let excess = (live.len() + 1).saturating_sub(max_active as usize);
-                live.into_iter().take(excess).collect()
+            Some(issued) => {
+                let excess = (issued.len() + 1).saturating_sub(max_active as usize);
+                issued.iter().take(excess).map(|(_, d)| *d).collect()
             }
-            _ => Vec::new(),
+            None => Vec::new(),
         };
         let change = Change::Issue {
             digest,
@@ -695,7 +691,12 @@ impl Maps {
     fn forget_token(&self, digest: &Digest) {
         if let Some((_, slot)) = self.tokens.remove(digest) {
             if let Some(mut issued) = self.issued.get_mut(&slot.token.client_id) {
-                issued.retain(|(_, d)| d != digest);
+                // Evictions take the oldest: usually the first.
+                if issued.front().is_some_and(|(_, d)| d == digest) {
+                    issued.pop_front();
+                } else {
+                    issued.retain(|(_, d)| d != digest);
+                }
             }
         }
     }

@@ -258,6 +258,19 @@ impl Gateway {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log once `done` says it holds what the test waits for (lines reach the file in
+    /// batches, a few milliseconds after what they report), or after 10 s.
+    pub fn log_until(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let log = self.log_text();
+            if done(&log) || std::time::Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// The last lines of the log, for failure messages.
     pub fn log_tail(&self) -> String {
         let text = self.log_text();
