@@ -25,6 +25,8 @@ pub fn registry_inputs(
     let mut config = Config::load(path)?;
     config.registration.authentication = vec![RegistrationAuth::MutualTls];
     config.store.data_dir = data_dir.map(Path::to_path_buf).unwrap_or_default();
+    // Every client of these workloads is bound to client1's certificate.
+    config.registration.max_clients_per_certificate = u32::MAX;
     let tls = certgate::tls::Tls::load(&config.tls, &config.proxy)?;
     let der = CertificateDer::from_pem_file("certs/client1.pem")?;
     let cert = ClientCertificate::from_chain(
