@@ -9,6 +9,7 @@
 //! value compares byte for byte with the DER encoding of the certificate's value.
 //! Declared names are kept as declared; this parsed form is derived from them when needed.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use unicode_normalization::UnicodeNormalization as _;
@@ -16,28 +17,31 @@ use x509_parser::der_parser::asn1_rs::ToDer;
 use x509_parser::x509::X509Name;
 
 /// A parsed distinguished name.
+///
+/// Boxed slices and static OIDs keep it small: every `tls_client_auth` client holds one
+/// for as long as it is registered.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Dn(Vec<Rdn>);
+pub struct Dn(Box<[Rdn]>);
 
 /// One RDN: its attribute-value assertions, sorted so that equal sets compare equal.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Rdn(Vec<Ava>);
+struct Rdn(Box<[Ava]>);
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Ava {
-    /// The attribute type, dotted.
-    oid: String,
+    /// The attribute type, dotted (borrowed from `NAMES` when it is a known type).
+    oid: Cow<'static, str>,
     value: Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Value {
     /// Prepared text (RFC 4518), of a string value.
-    Text(String),
+    Text(Box<str>),
     /// The DER encoding of the value (a declared `#hex`).
-    Der(Vec<u8>),
+    Der(Box<[u8]>),
     /// A certificate's value: its DER, and its prepared text when it is a string type.
-    Both(Vec<u8>, Option<String>),
+    Both(Box<[u8]>, Option<Box<str>>),
 }
 
 /// Attribute type names, as RFC 4514 strings may write them (matched case-insensitively),
@@ -122,9 +126,9 @@ impl Dn {
                 });
             }
             avas.sort();
-            rdns.push(Rdn(avas));
+            rdns.push(Rdn(avas.into_boxed_slice()));
         }
-        Some(Self(rdns))
+        Some(Self(rdns.into_boxed_slice()))
     }
 
     /// A certificate's subject (or issuer).
@@ -140,13 +144,13 @@ impl Dn {
                         let text = decode_string(value.header.tag().0, value.data)
                             .and_then(|t| prepare(&t));
                         Ava {
-                            oid: atv.attr_type().to_id_string(),
-                            value: Value::Both(der, text),
+                            oid: known_oid(atv.attr_type().to_id_string()),
+                            value: Value::Both(der.into_boxed_slice(), text),
                         }
                     })
                     .collect();
                 avas.sort();
-                Rdn(avas)
+                Rdn(avas.into_boxed_slice())
             })
             .collect::<Vec<_>>();
         // X.509 lists RDNs from the root; RFC 4514 strings from the leaf.
@@ -155,7 +159,8 @@ impl Dn {
 
     /// RFC 4517 `distinguishedNameMatch` of this (declared) name against `other`.
     pub fn matches(&self, other: &Dn) -> bool {
-        self.0.len() == other.0.len() && self.0.iter().zip(&other.0).all(|(a, b)| a.matches(b))
+        self.0.len() == other.0.len()
+            && self.0.iter().zip(other.0.iter()).all(|(a, b)| a.matches(b))
     }
 
     /// A canonical text form: equal declared names give equal strings.
@@ -175,7 +180,7 @@ impl Dn {
                     Value::Text(t) | Value::Both(_, Some(t)) => escape(t, &mut out),
                     Value::Der(der) | Value::Both(der, None) => {
                         out.push('#');
-                        for b in der {
+                        for b in der.iter() {
                             let _ = write!(out, "{b:02x}");
                         }
                     }
@@ -213,14 +218,18 @@ impl Rdn {
 
 impl Value {
     fn matches(&self, other: &Value) -> bool {
-        let der = |v: &Value| match v {
-            Value::Der(d) | Value::Both(d, _) => Some(d.clone()),
-            Value::Text(_) => None,
-        };
-        let text = |v: &Value| match v {
-            Value::Text(t) | Value::Both(_, Some(t)) => Some(t.clone()),
-            _ => None,
-        };
+        fn der(v: &Value) -> Option<&[u8]> {
+            match v {
+                Value::Der(d) | Value::Both(d, _) => Some(d),
+                Value::Text(_) => None,
+            }
+        }
+        fn text(v: &Value) -> Option<&str> {
+            match v {
+                Value::Text(t) | Value::Both(_, Some(t)) => Some(t),
+                _ => None,
+            }
+        }
         match (self, other) {
             // A #hex side compares encodings, byte for byte.
             (Value::Der(_), _) | (_, Value::Der(_)) => {
@@ -302,7 +311,7 @@ fn split_unescaped(s: &str, sep: char) -> Vec<String> {
 }
 
 /// An attribute type: a known name (any case), a dotted OID, or `OID.` and a dotted OID.
-fn attribute_oid(ty: &str) -> Option<String> {
+fn attribute_oid(ty: &str) -> Option<Cow<'static, str>> {
     let numeric = |s: &str| {
         !s.is_empty()
             && s.split('.')
@@ -312,17 +321,25 @@ fn attribute_oid(ty: &str) -> Option<String> {
     let ty = match ty.get(..4) {
         Some(p) if p.eq_ignore_ascii_case("OID.") => {
             let oid = &ty[4..];
-            return numeric(oid).then(|| oid.to_owned());
+            return numeric(oid).then(|| known_oid(oid.to_owned()));
         }
         _ => ty,
     };
     if numeric(ty) {
-        return Some(ty.to_owned());
+        return Some(known_oid(ty.to_owned()));
     }
     NAMES
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case(ty))
-        .map(|(_, oid)| (*oid).to_owned())
+        .map(|(_, oid)| Cow::Borrowed(*oid))
+}
+
+/// A dotted OID, borrowed from `NAMES` when it is one of them (no allocation to keep).
+fn known_oid(oid: String) -> Cow<'static, str> {
+    match NAMES.iter().find(|(_, known)| *known == oid) {
+        Some((_, known)) => Cow::Borrowed(*known),
+        None => Cow::Owned(oid),
+    }
 }
 
 /// A declared value: `#hex` (the DER encoding), or a string with RFC 4514 escapes.
@@ -331,7 +348,7 @@ fn declared_value(raw: &str, legacy: bool) -> Option<Value> {
     let raw = raw.trim_start();
     if let Some(hex) = raw.strip_prefix('#') {
         match hexstring(hex) {
-            Some(bytes) => return Some(Value::Der(bytes)),
+            Some(bytes) => return Some(Value::Der(bytes.into_boxed_slice())),
             None if !legacy => return None,
             None => {}
         }
@@ -438,7 +455,7 @@ fn decode_string(tag: u32, data: &[u8]) -> Option<String> {
 /// Prepares a value for comparison: maps (control characters to nothing or to SPACE,
 /// other separators to SPACE), case-folds, normalizes (NFKC), refuses prohibited code
 /// points, and folds insignificant spaces (RFC 4518 §2).
-fn prepare(s: &str) -> Option<String> {
+fn prepare(s: &str) -> Option<Box<str>> {
     let mut mapped = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -475,13 +492,14 @@ fn prepare(s: &str) -> Option<String> {
     if folded.chars().any(prohibited) {
         return None;
     }
-    Some(
-        folded
-            .split(' ')
-            .filter(|w| !w.is_empty())
-            .collect::<Vec<_>>()
-            .join(" "),
-    )
+    let mut out = String::with_capacity(folded.len());
+    for word in folded.split(' ').filter(|w| !w.is_empty()) {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    Some(out.into_boxed_str())
 }
 
 #[cfg(test)]
@@ -540,10 +558,10 @@ mod tests {
 
     #[test]
     fn rfc4518_preparation() {
-        assert_eq!(prepare("  A  B\tC  ").unwrap(), "a b c");
-        assert_eq!(prepare("ﬁ").unwrap(), "fi"); // NFKC
-        assert_eq!(prepare("Stra\u{AD}sse").unwrap(), "strasse"); // soft hyphen
-        assert_eq!(prepare("A\u{00A0}B").unwrap(), "a b"); // no-break space
+        assert_eq!(&*prepare("  A  B\tC  ").unwrap(), "a b c");
+        assert_eq!(&*prepare("ﬁ").unwrap(), "fi"); // NFKC
+        assert_eq!(&*prepare("Stra\u{AD}sse").unwrap(), "strasse"); // soft hyphen
+        assert_eq!(&*prepare("A\u{00A0}B").unwrap(), "a b"); // no-break space
         assert!(prepare("\u{E000}").is_none()); // private use
     }
 

@@ -70,9 +70,10 @@ struct TokenSlot {
 
 /// The maps, shared with the journal writer's apply callbacks.
 struct Maps {
-    clients: DashMap<String, Slot, Fx>,
+    // One allocation of each client id, shared by both maps.
+    clients: DashMap<Arc<str>, Slot, Fx>,
     /// Registration token digest (current, or just replaced in grace) → client id.
-    reg_index: DashMap<Digest, String, ByDigest>,
+    reg_index: DashMap<Digest, Arc<str>, ByDigest>,
     tokens: DashMap<Digest, TokenSlot, ByDigest>,
     /// Each client's access tokens, oldest first (`tokens.max_active_per_client`).
     issued: DashMap<String, VecDeque<(u64, Digest)>, Fx>,
@@ -325,7 +326,7 @@ impl MemoryStore {
         let mut settled = pin!(settled);
         settled.as_mut().enable();
         let previous = {
-            let Some(mut slot) = maps.clients.get_mut(&old.client_id) else {
+            let Some(mut slot) = maps.clients.get_mut(old.client_id.as_str()) else {
                 return Err(StoreError::Conflict);
             };
             if slot.rec.version != old.version {
@@ -364,7 +365,7 @@ impl MemoryStore {
                     (true, Some(n)) => apply_maps.update_client(&previous, n),
                     (true, None) => apply_maps.remove_client(&id),
                     (false, _) => {
-                        if let Some(mut slot) = apply_maps.clients.get_mut(&id) {
+                        if let Some(mut slot) = apply_maps.clients.get_mut(id.as_str()) {
                             slot.pending = false;
                         }
                     }
@@ -380,7 +381,8 @@ impl MemoryStore {
         let Some(token) = self.maps.tokens.get(digest).map(|s| (*s.token).clone()) else {
             return Ok(None);
         };
-        let client_alive = !token.dynamic || self.maps.clients.contains_key(&token.client_id);
+        let client_alive =
+            !token.dynamic || self.maps.clients.contains_key(token.client_id.as_str());
         Ok(Some(FoundToken {
             token,
             client_alive,
@@ -589,7 +591,11 @@ impl Maps {
     }
 
     fn upsert_recovered(&self, client: ClientRecord) {
-        match self.clients.get(&client.client_id).map(|s| s.rec.clone()) {
+        match self
+            .clients
+            .get(client.client_id.as_str())
+            .map(|s| s.rec.clone())
+        {
             Some(previous) => {
                 let mut client = client;
                 client.version = previous.version + 1;
@@ -626,7 +632,7 @@ impl Maps {
 
     /// A registration is durable: make it visible (its quota slot is already counted).
     fn insert_client(&self, client: ClientRecord) {
-        let id = client.client_id.clone();
+        let id: Arc<str> = Arc::from(client.client_id.as_str());
         for d in live_digests(&client) {
             self.reg_index.insert(d, id.clone());
         }
@@ -641,9 +647,9 @@ impl Maps {
 
     /// A change is durable: `new` replaces `previous`.
     fn update_client(&self, previous: &ClientRecord, new: ClientRecord) {
-        let id = new.client_id.clone();
         let (before, after) = (live_digests(previous), live_digests(&new));
-        if let Some(mut slot) = self.clients.get_mut(&id) {
+        if let Some(mut slot) = self.clients.get_mut(new.client_id.as_str()) {
+            let id = slot.key().clone();
             for d in before.iter().filter(|d| !after.contains(d)) {
                 self.reg_index.remove(d);
             }
@@ -702,7 +708,7 @@ impl Maps {
     }
 
     fn token_owner_alive(&self, token: &AccessToken) -> bool {
-        !token.dynamic || self.clients.contains_key(&token.client_id)
+        !token.dynamic || self.clients.contains_key(token.client_id.as_str())
     }
 }
 
