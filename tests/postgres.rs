@@ -749,3 +749,32 @@ fn sslmode_verify_full_connects_only_to_a_server_whose_certificate_verifies() {
     assert_eq!(r.status, 503);
     assert!(bad.log_text().contains("database"), "{}", bad.log_tail());
 }
+
+#[test]
+fn a_registration_token_is_found_by_index_never_by_scanning_every_client() {
+    let cluster = Cluster::start();
+    cluster.create_db("plan");
+    let a = Gateway::start(&setup(&cluster, "plan"));
+    register(&mut a.api(Some("client1")));
+    // A registry that grew faster than its statistics (a new deployment filling up, an
+    // import): 20 000 clients the planner has not analyzed.
+    cluster.psql(
+        "plan",
+        "ALTER TABLE clients SET (autovacuum_enabled = false); \
+         INSERT INTO clients (client_id, version, issued_at, metadata, rules, rat, rat_iat, \
+                              rat_revoked) \
+         SELECT 'c' || i, 1, 0, '{}', '\\x00', sha256(i::text::bytea), 0, false \
+         FROM generate_series(1, 20000) i",
+    );
+    // The statement the store prepares, planned generically as a prepared statement is.
+    let sql = certgate::store::postgres::reg_token_lookup();
+    let plan = cluster.psql(
+        "plan",
+        &format!(
+            "SET plan_cache_mode = force_generic_plan; \
+             PREPARE p(bytea) AS {sql}; EXPLAIN EXECUTE p('\\x00');"
+        ),
+    );
+    assert!(plan.contains("Index Scan"), "{plan}");
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+}

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::body::registration_body;
 use crate::histogram::Histogram;
-use crate::servers::{ServerKind, ServerProc};
+use crate::servers::{Extra, ServerKind, ServerProc};
 use crate::{Error, LoadOpts};
 
 /// Which answer the ceiling gives: one of the size of the workload's real answer.
@@ -51,6 +51,16 @@ pub struct Plan {
     pub handshake: bool,
     /// certgate with a data dir.
     pub durable: bool,
+    /// Register and get a token once, then loop GET /api/items through a route (certgate)
+    /// or through nginx's `proxy_pass` (the baseline) to the same upstream.
+    pub route: bool,
+    /// certgate nodes sharing the PostgreSQL registry at `--postgres-url`; the load's
+    /// connections are spread over them (0: one node, memory store).
+    pub shared_nodes: usize,
+    /// Each connection presents a certificate of its own (same subject as client1, its own
+    /// key): registrations per certificate are counted in one row per certificate in the
+    /// shared store, so one certificate for every connection would measure that row's lock.
+    pub distinct_certs: bool,
 }
 
 impl Plan {
@@ -65,6 +75,19 @@ impl Plan {
             get: None,
             handshake: false,
             durable: false,
+            route: false,
+            shared_nodes: 0,
+            distinct_certs: false,
+        }
+    }
+
+    /// Real nginx terminating mTLS in front of the route workload's upstream.
+    pub fn nginx() -> Self {
+        Self {
+            name: "nginx",
+            server: ServerKind::Nginx,
+            route: true,
+            ..Self::certgate("nginx")
         }
     }
 
@@ -83,6 +106,9 @@ impl Plan {
             get: None,
             handshake,
             durable: false,
+            route: false,
+            shared_nodes: 0,
+            distinct_certs: false,
         }
     }
 
@@ -165,11 +191,12 @@ impl Schedule {
     }
 }
 
-/// One server under load.
+/// One server (or set of nodes) under load.
 pub struct Side {
     pub plan: Plan,
-    pub addr: SocketAddr,
-    pub connector: TlsConnector,
+    /// Connection k goes to `addrs[k % addrs.len()]`, with `connectors[k % len]`.
+    pub addrs: Vec<SocketAddr>,
+    pub connectors: Vec<TlsConnector>,
 }
 
 /// Everything the connection tasks share.
@@ -189,15 +216,19 @@ pub struct Stats {
 
 /// CPU seconds used so far: by each server, by the load generator, by the whole machine.
 pub struct CpuSample {
+    /// Per side: the sum over its processes.
     pub servers: Vec<Option<f64>>,
     pub client: Option<f64>,
     pub machine: Option<f64>,
 }
 
 impl CpuSample {
-    pub fn take(pids: &[u32]) -> Self {
+    pub fn take(pids: &[Vec<u32>]) -> Self {
         Self {
-            servers: pids.iter().map(|p| cpu_seconds(*p)).collect(),
+            servers: pids
+                .iter()
+                .map(|side| side.iter().map(|p| cpu_seconds(*p)).sum())
+                .collect(),
             client: cpu_seconds(std::process::id()),
             machine: machine_busy(),
         }
@@ -210,7 +241,18 @@ pub fn load_workload(plan: Plan, baseline: Option<Plan>, opts: LoadOpts) -> Resu
         .chain(baseline.filter(|_| !opts.alone))
         .collect();
     let mut dirs = Vec::new();
-    let mut servers = Vec::new();
+    let mut servers: Vec<Vec<ServerProc>> = Vec::new();
+    let mut extra = Extra::default();
+    let mut upstream = None;
+    if plans.iter().any(|p| p.route) {
+        let up = ServerProc::start_upstream(&opts)?;
+        extra.upstream = Some(up.addr);
+        upstream = Some(up);
+    }
+    let stop_all = |servers: &mut Vec<Vec<ServerProc>>, upstream: &mut Option<ServerProc>| {
+        servers.iter_mut().flatten().for_each(ServerProc::stop);
+        upstream.iter_mut().for_each(ServerProc::stop);
+    };
     for p in &plans {
         let dir = if p.durable {
             Some(
@@ -221,17 +263,28 @@ pub fn load_workload(plan: Plan, baseline: Option<Plan>, opts: LoadOpts) -> Resu
         } else {
             None
         };
-        match ServerProc::start(p, &opts, dir.as_ref().map(|d| d.path())) {
-            Ok(s) => servers.push(s),
-            Err(e) => {
-                servers.iter_mut().for_each(ServerProc::stop);
-                return Err(e);
+        let mut extra = extra.clone();
+        if p.shared_nodes > 0 {
+            extra.postgres_url = Some(opts.postgres_url.clone().ok_or(
+                "the shared-store workloads need --postgres-url (or CERTGATE_BENCH_POSTGRES_URL)",
+            )?);
+        }
+        let mut nodes = Vec::new();
+        for _ in 0..p.shared_nodes.max(1) {
+            match ServerProc::start(p, &opts, dir.as_ref().map(|d| d.path()), &extra) {
+                Ok(s) => nodes.push(s),
+                Err(e) => {
+                    servers.push(nodes);
+                    stop_all(&mut servers, &mut upstream);
+                    return Err(e);
+                }
             }
         }
+        servers.push(nodes);
         dirs.push(dir);
     }
     let result = run_load(&plans, &servers, &opts);
-    servers.iter_mut().for_each(ServerProc::stop);
+    stop_all(&mut servers, &mut upstream);
     drop(dirs);
     let mut results = result?.into_iter();
     let mut report = results.next().ok_or("no result")?;
@@ -261,7 +314,7 @@ pub fn load_workload(plan: Plan, baseline: Option<Plan>, opts: LoadOpts) -> Resu
 /// Drives every side's connections through the schedule; one JSON result per side.
 pub fn run_load(
     plans: &[Plan],
-    servers: &[ServerProc],
+    servers: &[Vec<ServerProc>],
     opts: &LoadOpts,
 ) -> Result<Vec<Value>, Error> {
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -270,16 +323,32 @@ pub fn run_load(
     }
     let rt = rt.enable_all().build()?;
     let mut sides = Vec::new();
+    let certs = if plans.iter().any(|p| p.distinct_certs) {
+        Some(distinct_certs(opts.connections)?)
+    } else {
+        None
+    };
     for (plan, server) in plans.iter().zip(servers) {
-        let mut tls = client_config(&opts.cert)?;
-        if plan.handshake {
-            // Every request pays a full handshake: nothing to resume.
-            tls.resumption = rustls::client::Resumption::disabled();
+        let names: Vec<(PathBuf, PathBuf)> = match (&certs, plan.distinct_certs) {
+            (Some(c), true) => c.1.clone(),
+            _ => vec![(
+                format!("certs/{}.pem", opts.cert).into(),
+                format!("certs/{}-key.pem", opts.cert).into(),
+            )],
+        };
+        let mut connectors = Vec::new();
+        for (cert, key) in &names {
+            let mut tls = client_config(cert, key)?;
+            if plan.handshake {
+                // Every request pays a full handshake: nothing to resume.
+                tls.resumption = rustls::client::Resumption::disabled();
+            }
+            connectors.push(TlsConnector::from(Arc::new(tls)));
         }
         sides.push(Side {
             plan: *plan,
-            addr: server.addr,
-            connector: TlsConnector::from(Arc::new(tls)),
+            addrs: server.iter().map(|s| s.addr).collect(),
+            connectors,
         });
     }
     let register = Bytes::from(Value::Object(registration_body()).to_string());
@@ -289,12 +358,15 @@ pub fn run_load(
         register: register.clone(),
         schedule,
     });
-    let pids: Vec<u32> = servers.iter().map(|s| s.pid).collect();
+    let pids: Vec<Vec<u32>> = servers
+        .iter()
+        .map(|nodes| nodes.iter().flat_map(|s| s.pids.iter().copied()).collect())
+        .collect();
     let (stats, samples) = rt.block_on(async {
         let mut tasks = Vec::new();
         for side in 0..plans.len() {
-            for _ in 0..opts.connections {
-                tasks.push((side, tokio::spawn(connection(shared.clone(), side))));
+            for k in 0..opts.connections {
+                tasks.push((side, tokio::spawn(connection(shared.clone(), side, k))));
             }
         }
         // One CPU sample at every slice boundary of the measured window.
@@ -307,7 +379,7 @@ pub fn run_load(
             if k == 0 {
                 perf = opts.perf.as_ref().map(|out| {
                     let span = schedule.end - schedule.measure_from;
-                    start_perf(pids[0], out, span, opts.perf_call_graph)
+                    start_perf(servers[0][0].pid, out, span, opts.perf_call_graph)
                 });
             }
         }
@@ -392,7 +464,7 @@ pub fn run_load(
 
 /// One closed-loop connection (or, with `handshake`, a sequence of one-request
 /// connections) of side `side`, active only during that side's slices.
-pub async fn connection(shared: Arc<Shared>, side: usize) -> Result<Stats, Error> {
+pub async fn connection(shared: Arc<Shared>, side: usize, k: usize) -> Result<Stats, Error> {
     let s = &shared.schedule;
     let plan = shared.sides[side].plan;
     let mut stats = Stats {
@@ -407,9 +479,9 @@ pub async fn connection(shared: Arc<Shared>, side: usize) -> Result<Stats, Error
     // token, introspect: the client registered for them, and its access token.
     let mut client_id: Option<String> = None;
     let mut access_token: Option<String> = None;
-    // The ceiling needs no set-up: it answers anything with its fixed body.
+    // The ceiling and nginx need no set-up: they answer without looking.
     let placeholders = || {
-        (plan.server == ServerKind::Ceiling).then(|| {
+        (plan.server != ServerKind::Certgate).then(|| {
             (
                 "Wk9vQ2xpZW50SWRCZW5jaA".to_owned(),
                 "dG9rZW5kZ3NhZmRzYWZkc2FmZHNhZmRzYWZkc2FmZHNh".to_owned(),
@@ -431,9 +503,10 @@ pub async fn connection(shared: Arc<Shared>, side: usize) -> Result<Stats, Error
         }
         let step = if let Some(path) = plan.get {
             Step::Get(path)
-        } else if plan.token || plan.introspect {
+        } else if plan.token || plan.introspect || plan.route {
             match (&client_id, &access_token) {
                 (None, _) => Step::Register,
+                (Some(_), Some(tok)) if plan.route => Step::Route(tok),
                 (Some(id), Some(tok)) if plan.introspect => Step::Introspect(id, tok),
                 (Some(id), _) => Step::Token(id),
             }
@@ -444,11 +517,12 @@ pub async fn connection(shared: Arc<Shared>, side: usize) -> Result<Stats, Error
             }
         };
         // Setting a connection's client up is not the workload: not counted.
-        let setup = (plan.token || plan.introspect)
-            && !matches!(
-                (&step, plan.introspect),
-                (Step::Introspect(..), true) | (Step::Token(_), false)
-            );
+        let setup = !match step {
+            Step::Token(_) => plan.token,
+            Step::Introspect(..) => plan.introspect,
+            Step::Route(_) => plan.route,
+            _ => !(plan.token || plan.introspect || plan.route),
+        };
         let req = step.request(&shared, plan.handshake)?;
         let request_bytes = hyper::body::Body::size_hint(req.body()).lower();
         let is_register = matches!(step, Step::Register);
@@ -456,7 +530,7 @@ pub async fn connection(shared: Arc<Shared>, side: usize) -> Result<Stats, Error
         let started = Instant::now();
         let outcome = async {
             if sender.is_none() || plan.handshake {
-                sender = Some(connect(&shared.sides[side]).await?);
+                sender = Some(connect(&shared.sides[side], k).await?);
             }
             match sender.as_mut() {
                 Some(s) => exchange(s, req).await,
@@ -472,10 +546,10 @@ pub async fn connection(shared: Arc<Shared>, side: usize) -> Result<Stats, Error
                     registered = adopt(&body, registered.take(), is_register);
                 }
                 let text = std::str::from_utf8(&body).unwrap_or("");
-                if is_register && (plan.token || plan.introspect) {
+                if is_register && (plan.token || plan.introspect || plan.route) {
                     client_id = json_string_field(text, "client_id");
                 }
-                if is_token && plan.introspect {
+                if is_token && (plan.introspect || plan.route) {
                     access_token = json_string_field(text, "access_token");
                 }
                 if counted {
@@ -531,6 +605,8 @@ enum Step<'a> {
     Token(&'a str),
     /// POST /introspect of the connection's token, authenticated like `Token`.
     Introspect(&'a str, &'a str),
+    /// GET /api/items with the connection's access token, through a route.
+    Route(&'a str),
 }
 
 impl Step<'_> {
@@ -546,6 +622,11 @@ impl Step<'_> {
             Self::Get(path) => b()
                 .method(Method::GET)
                 .uri(*path)
+                .body(Full::new(Bytes::new()))?,
+            Self::Route(token) => b()
+                .method(Method::GET)
+                .uri("/api/items?page=1")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
                 .body(Full::new(Bytes::new()))?,
             Self::Read(id, token) => b()
                 .method(Method::GET)
@@ -598,11 +679,11 @@ pub fn json_string_field(text: &str, name: &str) -> Option<String> {
     Some(text[start..start + len].to_owned())
 }
 
-pub async fn connect(side: &Side) -> Result<SendRequest<Full<Bytes>>, Error> {
-    let tcp = TcpStream::connect(side.addr).await?;
+pub async fn connect(side: &Side, k: usize) -> Result<SendRequest<Full<Bytes>>, Error> {
+    let addr = side.addrs[k % side.addrs.len()];
+    let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
-    let stream = side
-        .connector
+    let stream = side.connectors[k % side.connectors.len()]
         .connect(ServerName::try_from("localhost")?, tcp)
         .await?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -623,16 +704,85 @@ pub async fn exchange(
     Ok((status, body))
 }
 
-/// A rustls client trusting the dev CA and presenting `certs/{name}.pem`, HTTP/1.1 only.
-pub fn client_config(name: &str) -> Result<rustls::ClientConfig, Error> {
+/// `n` client certificates made with openssl and signed by the dev CA, each with client1's
+/// subject and a key of its own (so a `tls_client_auth` registration matches, and each is
+/// bound to a different thumbprint): the directory holding them, and (cert, key) paths.
+pub fn distinct_certs(n: usize) -> Result<(tempfile::TempDir, Vec<(PathBuf, PathBuf)>), Error> {
+    let dir = tempfile::Builder::new()
+        .prefix("certgate-bench-certs-")
+        .tempdir()?;
+    let ext = dir.path().join("ext.cnf");
+    std::fs::write(
+        &ext,
+        "keyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )?;
+    let mut out = Vec::new();
+    for i in 0..n {
+        let (cert, key, csr) = (
+            dir.path().join(format!("c{i}.pem")),
+            dir.path().join(format!("c{i}-key.pem")),
+            dir.path().join(format!("c{i}.csr")),
+        );
+        let run = |args: &[&std::ffi::OsStr]| -> Result<(), Error> {
+            let st = Command::new("openssl")
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()?;
+            if st.success() {
+                Ok(())
+            } else {
+                Err(format!("openssl {:?} failed", args.first()).into())
+            }
+        };
+        let os = |s: &str| std::ffi::OsString::from(s);
+        run(&[
+            &os("req"),
+            &os("-new"),
+            &os("-newkey"),
+            &os("ec"),
+            &os("-pkeyopt"),
+            &os("ec_paramgen_curve:prime256v1"),
+            &os("-nodes"),
+            &os("-subj"),
+            &os("/O=certgate dev/CN=client1"),
+            &os("-keyout"),
+            key.as_os_str(),
+            &os("-out"),
+            csr.as_os_str(),
+        ])?;
+        run(&[
+            &os("x509"),
+            &os("-req"),
+            &os("-in"),
+            csr.as_os_str(),
+            &os("-CA"),
+            &os("certs/ca.pem"),
+            &os("-CAkey"),
+            &os("certs/ca-key.pem"),
+            &os("-set_serial"),
+            &os(&(1_000_000 + i).to_string()),
+            &os("-days"),
+            &os("2"),
+            &os("-extfile"),
+            ext.as_os_str(),
+            &os("-out"),
+            cert.as_os_str(),
+        ])?;
+        out.push((cert, key));
+    }
+    Ok((dir, out))
+}
+
+/// A rustls client trusting the dev CA and presenting `cert` with `key`, HTTP/1.1 only.
+pub fn client_config(cert: &Path, key: &Path) -> Result<rustls::ClientConfig, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for ca in CertificateDer::pem_file_iter("certs/ca.pem")? {
         roots.add(ca?)?;
     }
-    let chain = CertificateDer::pem_file_iter(format!("certs/{name}.pem"))?
-        .collect::<Result<Vec<_>, _>>()?;
-    let key = PrivateKeyDer::from_pem_file(format!("certs/{name}-key.pem"))?;
+    let chain = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(key)?;
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)

@@ -5,6 +5,8 @@
 //! cargo run --release -p certgate-bench -- register            # also: read-rotate, token,
 //!                                                              #   introspect, discovery,
 //! cargo run --release -p certgate-bench -- handshake-register  #   durable-register
+//! cargo run --release -p certgate-bench -- route               # vs real nginx
+//! cargo run --release -p certgate-bench -- shared-register --postgres-url URL
 //! cargo run --release -p certgate-bench -- ceiling [--handshake]
 //! cargo run --release -p certgate-bench -- memory [--clients N]
 //! cargo run --release -p certgate-bench -- snapshot [--clients N]
@@ -102,6 +104,16 @@ pub enum Workload {
     Token(LoadOpts),
     /// POST /introspect of a live certificate-bound token by the client it was issued to.
     Introspect(LoadOpts),
+    /// GET /api/items through a `[[routes]]` entry to a local upstream answering 1 KiB,
+    /// with a certificate-bound token, against real nginx terminating mTLS and proxying to
+    /// the same upstream (`--nginx`).
+    Route(LoadOpts),
+    /// POST /register spread over two certgate nodes sharing a PostgreSQL registry
+    /// (`--postgres-url`), against one memory-store node.
+    SharedRegister(LoadOpts),
+    /// read-rotate spread over two certgate nodes sharing a PostgreSQL registry, against one
+    /// memory-store node.
+    SharedReadRotate(LoadOpts),
     /// GET /.well-known/oauth-authorization-server (a pre-encoded document): certgate's
     /// fixed cost per request, without domain work.
     Discovery(LoadOpts),
@@ -122,6 +134,9 @@ pub enum Workload {
     /// Child process: certgate.
     #[command(hide = true)]
     ServeCertgate(ServeOpts),
+    /// Child process: the route workload's upstream.
+    #[command(hide = true)]
+    ServeUpstream(ServeOpts),
 }
 
 #[derive(Args, Clone)]
@@ -167,6 +182,12 @@ pub struct LoadOpts {
     /// subscriber, for comparison.
     #[arg(long, value_enum, default_value_t = LogMode::On)]
     pub log: LogMode,
+    /// The nginx binary of the route workload's baseline.
+    #[arg(long, default_value = "nginx")]
+    pub nginx: PathBuf,
+    /// The database of the shared-store workloads (a throwaway one: they write to it).
+    #[arg(long, env = "CERTGATE_BENCH_POSTGRES_URL")]
+    pub postgres_url: Option<String>,
     /// One JSON line instead of text.
     #[arg(long)]
     pub json: bool,
@@ -226,6 +247,12 @@ pub struct ServeOpts {
     /// Install the shipped logging (stderr).
     #[arg(long, value_enum, default_value_t = LogMode::Off)]
     pub log: LogMode,
+    /// certgate only: one route, /api/ to this upstream.
+    #[arg(long)]
+    pub upstream: Option<std::net::SocketAddr>,
+    /// certgate only: the PostgreSQL store at this URL.
+    #[arg(long)]
+    pub postgres_url: Option<String>,
 }
 
 pub fn main() -> ExitCode {
@@ -277,6 +304,38 @@ pub fn main() -> ExitCode {
             Some(Plan::ceiling_answering(Answer::Introspect)),
             load,
         ),
+        Workload::Route(load) => load_workload(
+            Plan {
+                route: true,
+                ..Plan::certgate("route")
+            },
+            Some(Plan::nginx()),
+            load,
+        ),
+        Workload::SharedRegister(load) => load_workload(
+            Plan {
+                shared_nodes: 2,
+                distinct_certs: true,
+                ..Plan::certgate("shared-register")
+            },
+            Some(Plan {
+                distinct_certs: true,
+                ..Plan::certgate("register")
+            }),
+            load,
+        ),
+        Workload::SharedReadRotate(load) => load_workload(
+            Plan {
+                read_rotate: true,
+                shared_nodes: 2,
+                ..Plan::certgate("shared-read-rotate")
+            },
+            Some(Plan {
+                read_rotate: true,
+                ..Plan::certgate("read-rotate")
+            }),
+            load,
+        ),
         Workload::Discovery(load) => load_workload(
             Plan {
                 get: Some("/.well-known/oauth-authorization-server"),
@@ -291,6 +350,7 @@ pub fn main() -> ExitCode {
         Workload::Report { results } => report(&results),
         Workload::ServeCeiling(opts) => serve(ServerKind::Ceiling, &opts),
         Workload::ServeCertgate(opts) => serve(ServerKind::Certgate, &opts),
+        Workload::ServeUpstream(_) => servers::serve_upstream(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,4 +1,5 @@
-//! The server under test in a child process: certgate or the ceiling.
+//! The server under test in a child process: certgate, the ceiling, or real nginx; and
+//! the small upstream the route workload forwards to.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -30,6 +31,15 @@ use crate::{Error, LoadOpts, LogMode, ServeOpts};
 pub enum ServerKind {
     Ceiling,
     Certgate,
+    /// Real nginx terminating mTLS and proxying to the upstream (the route baseline).
+    Nginx,
+}
+
+/// What a server needs beyond its plan: the route workload's upstream, the shared store.
+#[derive(Clone, Default)]
+pub struct Extra {
+    pub upstream: Option<SocketAddr>,
+    pub postgres_url: Option<String>,
 }
 
 /// A server running in a child process of this binary.
@@ -37,6 +47,10 @@ pub struct ServerProc {
     pub child: Child,
     pub addr: SocketAddr,
     pub pid: u32,
+    /// Every process whose CPU is this server's (nginx: the master and its workers).
+    pub pids: Vec<u32>,
+    /// nginx's prefix directory (configuration, logs, temporary files).
+    _dir: Option<tempfile::TempDir>,
     /// Where the server's log lines go (`--log on`), removed with the run.
     _log: Option<tempfile::NamedTempFile>,
 }
@@ -44,12 +58,26 @@ pub struct ServerProc {
 impl ServerProc {
     /// Re-executes this binary as `serve-ceiling` / `serve-certgate` and waits for the
     /// address it listens on.
-    pub fn start(plan: &Plan, opts: &LoadOpts, data_dir: Option<&Path>) -> Result<Self, Error> {
+    pub fn start(
+        plan: &Plan,
+        opts: &LoadOpts,
+        data_dir: Option<&Path>,
+        extra: &Extra,
+    ) -> Result<Self, Error> {
+        if plan.server == ServerKind::Nginx {
+            return Self::start_nginx(opts, extra);
+        }
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.arg(match plan.server {
             ServerKind::Ceiling => "serve-ceiling",
-            ServerKind::Certgate => "serve-certgate",
+            _ => "serve-certgate",
         });
+        if let Some(up) = extra.upstream {
+            cmd.arg("--upstream").arg(up.to_string());
+        }
+        if let Some(url) = &extra.postgres_url {
+            cmd.arg("--postgres-url").arg(url);
+        }
         let answer = match plan.answer {
             Answer::Register => "register",
             Answer::Token => "token",
@@ -81,6 +109,21 @@ impl ServerProc {
             Some(file) => Stdio::from(file.reopen()?),
             None => Stdio::inherit(),
         };
+        Self::spawn_child(cmd, stderr, log)
+    }
+
+    /// The upstream of the route workload: a child answering 1 KiB over plain HTTP/1.1.
+    pub fn start_upstream(opts: &LoadOpts) -> Result<Self, Error> {
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.arg("serve-upstream").arg("--config").arg(&opts.config);
+        Self::spawn_child(cmd, Stdio::inherit(), None)
+    }
+
+    fn spawn_child(
+        mut cmd: Command,
+        stderr: Stdio,
+        log: Option<tempfile::NamedTempFile>,
+    ) -> Result<Self, Error> {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -100,6 +143,8 @@ impl ServerProc {
                 child,
                 addr,
                 pid,
+                pids: vec![pid],
+                _dir: None,
                 _log: log,
             }),
             None => {
@@ -110,8 +155,118 @@ impl ServerProc {
         }
     }
 
-    /// Closes the child's stdin (its shutdown signal) and waits; kills it after 30 s.
+    /// Real nginx as an operator would run it in front of an API: mTLS termination with
+    /// the dev PKI, `proxy_pass` to the upstream over a keep-alive pool, two workers, the
+    /// access log on (to a file).
+    fn start_nginx(opts: &LoadOpts, extra: &Extra) -> Result<Self, Error> {
+        let upstream = extra
+            .upstream
+            .ok_or("the nginx baseline needs the upstream")?;
+        let dir = tempfile::Builder::new()
+            .prefix("certgate-bench-nginx-")
+            .tempdir()?;
+        let root = std::env::current_dir()?;
+        let certs = root.join("certs");
+        // A free port, picked here: nginx cannot report the one it bound.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let conf = format!(
+            r#"daemon off;
+worker_processes 2;
+pid nginx.pid;
+error_log stderr warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log {dir}/access.log;
+    client_body_temp_path client_body_temp;
+    proxy_temp_path proxy_temp;
+    fastcgi_temp_path fastcgi_temp;
+    uwsgi_temp_path uwsgi_temp;
+    scgi_temp_path scgi_temp;
+    upstream api {{
+        server {upstream};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {certs}/server.pem;
+        ssl_certificate_key {certs}/server-key.pem;
+        ssl_client_certificate {certs}/ca.pem;
+        ssl_verify_client on;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        keepalive_requests 1000000;
+        location /api/ {{
+            proxy_pass http://api/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Client-Cert-Thumbprint $ssl_client_fingerprint;
+        }}
+    }}
+}}
+"#,
+            dir = dir.path().display(),
+            certs = certs.display(),
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let mut child = Command::new(&opts.nginx)
+            .arg("-p")
+            .arg(dir.path())
+            .args(["-e", "stderr", "-c"])
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("{}: {e} (apt-get install -y nginx)", opts.nginx.display()))?;
+        let pid = child.id();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                break;
+            }
+            if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("nginx did not start".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The workers do the work: count their CPU with the master's.
+        let mut pids = vec![pid];
+        for _ in 0..50 {
+            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .unwrap_or_default();
+            let workers: Vec<u32> = children
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect();
+            if workers.len() >= 2 {
+                pids.extend(workers);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Self {
+            child,
+            addr,
+            pid,
+            pids,
+            _dir: Some(dir),
+            _log: None,
+        })
+    }
+
+    /// Closes the child's stdin (its shutdown signal; nginx: SIGQUIT) and waits; kills it
+    /// after 30 s.
     pub fn stop(&mut self) {
+        if self._dir.is_some() {
+            let _ = Command::new("kill")
+                .args(["-QUIT", &self.pid.to_string()])
+                .status();
+        }
         drop(self.child.stdin.take());
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
@@ -136,6 +291,20 @@ pub fn serve(kind: ServerKind, opts: &ServeOpts) -> Result<(), Error> {
     config.store.data_dir = opts.data_dir.clone().unwrap_or_default();
     // Clients registered by the load are all bound to one certificate.
     config.registration.max_clients_per_certificate = u32::MAX;
+    if let Some(up) = opts.upstream {
+        config.routes = vec![certgate::config::RouteConfig {
+            path_prefix: "/api/".into(),
+            upstream: format!("http://{up}"),
+            upstream_ca: Default::default(),
+            required_scope: "api:read".into(),
+            strip_prefix: true,
+            timeout: Duration::from_secs(30),
+        }];
+    }
+    if let Some(url) = &opts.postgres_url {
+        config.store.backend = certgate::config::Backend::Postgres;
+        config.store.postgres_url = url.clone();
+    }
     config.validate()?;
     let _log = (opts.log == LogMode::On && kind == ServerKind::Certgate)
         .then(|| certgate::logging::init(certgate::logging::LogFormat::Text));
@@ -175,6 +344,7 @@ pub fn serve(kind: ServerKind, opts: &ServeOpts) -> Result<(), Error> {
                 .await;
                 Ok(())
             }
+            ServerKind::Nginx => Err("nginx is not served by this binary".into()),
             ServerKind::Certgate => {
                 let listeners = Listeners {
                     tls: listener,
@@ -251,4 +421,62 @@ pub async fn serve_ceiling(
                 .await;
         });
     }
+}
+
+/// The route workload's upstream: plain HTTP/1.1 on 127.0.0.1:0, 1 KiB of JSON for any
+/// request, until stdin closes.
+pub fn serve_upstream() -> Result<(), Error> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "listening {}", listener.local_addr()?)?;
+            out.flush()?;
+        }
+        let body = upstream_body();
+        let shutdown = stdin_closed();
+        tokio::pin!(shutdown);
+        loop {
+            let stream = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok((s, _)) => s,
+                    Err(_) => continue,
+                },
+                _ = &mut shutdown => return Ok(()),
+            };
+            let _ = stream.set_nodelay(true);
+            let body = body.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let body = body.clone();
+                    async move {
+                        let _ = req.into_body().collect().await;
+                        let mut resp = Response::new(Full::new(body));
+                        resp.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            header::HeaderValue::from_static("application/json"),
+                        );
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    })
+}
+
+/// 1 KiB of JSON.
+fn upstream_body() -> bytes::Bytes {
+    let mut s = String::from("{\"items\":\"");
+    while s.len() < 1024 - 2 {
+        s.push('x');
+    }
+    s.push_str("\"}");
+    bytes::Bytes::from(s)
 }
