@@ -456,6 +456,14 @@ fn decode_string(tag: u32, data: &[u8]) -> Option<String> {
 /// other separators to SPACE), case-folds, normalizes (NFKC), refuses prohibited code
 /// points, and folds insignificant spaces (RFC 4518 §2).
 fn prepare(s: &str) -> Option<Box<str>> {
+    if s.is_ascii() {
+        return Some(prepare_ascii(s));
+    }
+    prepare_unicode(s)
+}
+
+/// `prepare`, for any text.
+fn prepare_unicode(s: &str) -> Option<Box<str>> {
     let mut mapped = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -500,6 +508,30 @@ fn prepare(s: &str) -> Option<Box<str>> {
         out.push_str(word);
     }
     Some(out.into_boxed_str())
+}
+
+/// `prepare` for ASCII text, which most names are: NFKC changes no ASCII character and
+/// case folding is ASCII lowercasing, so only the mapping and the space folding remain.
+/// Gives exactly what `prepare_unicode` gives (a unit test compares them).
+fn prepare_ascii(s: &str) -> Box<str> {
+    let mut out = String::with_capacity(s.len());
+    let mut space = false;
+    for b in s.bytes() {
+        let c = match b {
+            b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ' => {
+                space = !out.is_empty();
+                continue;
+            }
+            c if c.is_ascii_control() => continue,
+            c => c.to_ascii_lowercase(),
+        };
+        if space {
+            out.push(' ');
+            space = false;
+        }
+        out.push(char::from(c));
+    }
+    out.into_boxed_str()
 }
 
 #[cfg(test)]
@@ -554,6 +586,31 @@ mod tests {
         assert!(!dn_equal(r"CN=a\,b,O=x", "CN=a,CN=b,O=x"));
         assert!(dn_equal(r"CN=Z\C3\BCrich", "CN=Zürich"));
         assert!(!dn_equal(r"CN=\#0403616263", "CN=#0403616263"));
+    }
+
+    #[test]
+    fn ascii_preparation_is_the_general_preparation() {
+        let mut samples: Vec<String> = [
+            "",
+            " ",
+            "  A  B\tC  ",
+            "certgate dev",
+            "PSDGB-FCA-123456",
+            "a\u{7f}b",
+            "x\r\ny",
+            "\u{1}lead",
+            "trail\u{0}",
+            "Mixed   CASE  words ",
+            "#23",
+            "\\,+=\"<>;",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        samples.push((0u8..128).map(char::from).collect());
+        for s in &samples {
+            assert_eq!(Some(prepare_ascii(s)), prepare_unicode(s), "{s:?}");
+        }
     }
 
     #[test]

@@ -25,6 +25,14 @@ pub const TRAILER: u8 = 0x11;
 /// Journal header: format version and generation.
 pub const JOURNAL_HEADER: u8 = 0x12;
 
+/// The record `encode` makes of `Change::Client`, from a client record that is not in a
+/// `Change` (a snapshot encodes the shared records as they are).
+pub fn encode_client(client: &ClientRecord, out: &mut Vec<u8>) {
+    let mut w = Writer(out);
+    w.u8(CLIENT);
+    client_fields(&mut w, client);
+}
+
 /// Appends the encoding of `change` to `out`.
 pub fn encode(change: &Change, out: &mut Vec<u8>) {
     let mut w = Writer(out);
@@ -479,6 +487,14 @@ mod tests {
             dynamic: true,
             uses_left: Some(3),
         }
+    }
+
+    #[test]
+    fn a_snapshot_client_is_the_client_change_record() {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        encode_client(&client(), &mut a);
+        encode(&Change::Client(Box::new(client())), &mut b);
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -497,12 +497,8 @@ impl MemoryStore {
         // written and applied when `rotate` returns, so the copy below has all of them.
         durable.journal.rotate(next)?;
         *generation = next;
-        let clients: Vec<Change> = self
-            .maps
-            .clients
-            .iter()
-            .map(|s| Change::Client(Box::new((*s.rec).clone())))
-            .collect();
+        let clients: Vec<Arc<ClientRecord>> =
+            self.maps.clients.iter().map(|s| s.rec.clone()).collect();
         let now = self.now();
         let tokens: Vec<Change> = self
             .maps
@@ -520,7 +516,7 @@ impl MemoryStore {
             clients: clients.len(),
             tokens: tokens.len(),
         };
-        let bytes = snapshot::write(&durable.dir, next, clients.into_iter().chain(tokens))?;
+        let bytes = snapshot::write(&durable.dir, next, &clients, &tokens)?;
         snapshot::remove_older(&durable.dir, next);
         Ok(Some(SnapshotStats { bytes, ..stats }))
     }

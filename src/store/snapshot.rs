@@ -8,10 +8,12 @@
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 
 use super::frame::{self, Tail};
 use super::journal::{self, journal_path, sync_dir};
 use super::{codec, Change, StoreError};
+use crate::model::ClientRecord;
 
 /// Present in every data directory this release has written: from then on every journal
 /// must start with its header and every generation must be there, so a deleted or emptied
@@ -49,32 +51,85 @@ pub fn snapshot_path(dir: &Path, gen: u64) -> PathBuf {
     dir.join(format!("snapshot-{gen:020}.snap"))
 }
 
-/// Writes `changes` as snapshot `gen` atomically; returns its size in bytes.
+/// Writes snapshot `gen` atomically, `clients` and then `others` (tokens); returns its size
+/// in bytes.
+///
+/// The records are encoded on every core, batch by batch, and the batches written in
+/// order: the file lists clients in the order of the map's shards, so the threads that
+/// restore it (each taking a contiguous part) insert into different shards. Clients are
+/// encoded from the shared records themselves, never copied first.
 pub fn write(
     dir: &Path,
     gen: u64,
-    changes: impl Iterator<Item = Change>,
+    clients: &[Arc<ClientRecord>],
+    others: &[Change],
 ) -> Result<u64, StoreError> {
     let path = snapshot_path(dir, gen);
     let tmp = path.with_extension("snap.tmp");
     let io = |e: std::io::Error| unavailable(format!("{}: {e}", tmp.display()));
     let mut file = fs::File::create(&tmp).map_err(io)?;
-    // Frames are encoded straight into one large buffer that goes to the file as is: no
-    // second copy through a BufWriter (copying dominates the cost of a snapshot).
-    const CHUNK: usize = 8 << 20;
-    let mut chunk = Vec::with_capacity(CHUNK + (64 << 10));
-    frame::encode_with(&mut chunk, |o| codec::encode_header(gen, o));
-    let mut n = 0u64;
-    for change in changes {
-        frame::encode_with(&mut chunk, |o| codec::encode(&change, o));
-        n += 1;
-        if chunk.len() >= CHUNK {
-            file.write_all(&chunk).map_err(io)?;
-            chunk.clear();
+    let mut head = Vec::new();
+    frame::encode_with(&mut head, |o| codec::encode_header(gen, o));
+    file.write_all(&head).map_err(io)?;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let batches = clients.len().div_ceil(BATCH) + others.len().div_ceil(BATCH);
+    let out = Ordered {
+        state: Mutex::new((file, 0)),
+        turn: Condvar::new(),
+    };
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let out = &out;
+                scope.spawn(move || {
+                    let _unblock = UnblockOnPanic(out);
+                    let mut buf = Vec::new();
+                    // Batch k goes to thread k mod threads.
+                    for k in (t..batches).step_by(threads) {
+                        buf.clear();
+                        let c = clients.len().div_ceil(BATCH);
+                        if k < c {
+                            let part = &clients[k * BATCH..clients.len().min((k + 1) * BATCH)];
+                            for client in part {
+                                frame::encode_with(&mut buf, |o| codec::encode_client(client, o));
+                            }
+                        } else {
+                            let k = k - c;
+                            let part = &others[k * BATCH..others.len().min((k + 1) * BATCH)];
+                            for change in part {
+                                frame::encode_with(&mut buf, |o| codec::encode(change, o));
+                            }
+                        }
+                        out.write(k, &buf)?;
+                    }
+                    Ok::<(), std::io::Error>(())
+                })
+            })
+            .collect();
+        let mut result = Ok(());
+        for worker in workers {
+            let r = worker
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("a snapshot thread panicked")));
+            if r.is_err() {
+                // The others may wait for this one's turn: let them see the failure.
+                out.fail();
+                result = result.and(r);
+            }
         }
-    }
-    frame::encode_with(&mut chunk, |o| codec::encode_trailer(n, o));
-    file.write_all(&chunk).map_err(io)?;
+        result
+    })
+    .map_err(io)?;
+    let (mut file, _) = out
+        .state
+        .into_inner()
+        .map_err(|_| io(std::io::Error::other("a snapshot thread panicked")))?;
+    let mut tail = Vec::new();
+    let n = (clients.len() + others.len()) as u64;
+    frame::encode_with(&mut tail, |o| codec::encode_trailer(n, o));
+    file.write_all(&tail).map_err(io)?;
     file.sync_all().map_err(io)?;
     let size = file.metadata().map_err(io)?.len();
     drop(file);
@@ -82,6 +137,55 @@ pub fn write(
         .map_err(|e| unavailable(format!("{}: cannot rename: {e}", path.display())))?;
     sync_dir(dir).map_err(|e| unavailable(format!("{}: cannot sync: {e}", dir.display())))?;
     Ok(size)
+}
+
+/// Records per batch of a snapshot write (about 6 MB of clients).
+const BATCH: usize = 8192;
+
+/// The snapshot file and whose turn it is to write (the next batch number).
+struct Ordered {
+    state: Mutex<(fs::File, usize)>,
+    turn: Condvar,
+}
+
+/// Wakes the other writers if this one panics, so none waits forever for its turn.
+struct UnblockOnPanic<'a>(&'a Ordered);
+
+impl Drop for UnblockOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.fail();
+        }
+    }
+}
+
+/// A batch number no thread has: once failed, nobody waits for a turn any more.
+const FAILED: usize = usize::MAX;
+
+impl Ordered {
+    /// Writes batch `k` once batches `0..k` are written.
+    fn write(&self, k: usize, bytes: &[u8]) -> std::io::Result<()> {
+        let poisoned = || std::io::Error::other("a snapshot thread panicked");
+        let mut state = self.state.lock().map_err(|_| poisoned())?;
+        while state.1 != k {
+            if state.1 == FAILED {
+                return Err(std::io::Error::other("another snapshot thread failed"));
+            }
+            state = self.turn.wait(state).map_err(|_| poisoned())?;
+        }
+        let result = state.0.write_all(bytes);
+        state.1 = if result.is_ok() { k + 1 } else { FAILED };
+        drop(state);
+        self.turn.notify_all();
+        result
+    }
+
+    fn fail(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.1 = FAILED;
+        }
+        self.turn.notify_all();
+    }
 }
 
 /// Removes snapshots and journals older than generation `gen`.
@@ -401,10 +505,12 @@ mod tests {
     }
 
     fn snapshot(dir: &Path, gen: u64, records: usize) {
-        let changes = (0..records).map(|i| Change::Delete {
-            id: format!("s{i}"),
-        });
-        write(dir, gen, changes).unwrap();
+        let changes: Vec<Change> = (0..records)
+            .map(|i| Change::Delete {
+                id: format!("s{i}"),
+            })
+            .collect();
+        write(dir, gen, &[], &changes).unwrap();
     }
 
     fn count(dir: &Path) -> Result<(Recovered, usize), StoreError> {
