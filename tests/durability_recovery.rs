@@ -99,7 +99,8 @@ fn torn_journal_tail_is_dropped_with_a_warning_and_earlier_state_survives() {
     fs::write(&journal, &bytes[..last_end - 5]).unwrap();
 
     let mut g = Gateway::start(&setup);
-    let log = g.log_text();
+    // Lines reach the log in batches, a few milliseconds after what they report.
+    let log = g.log_until(|l| warns_about(l, "torn"));
     assert!(
         warns_about(&log, "torn"),
         "no warning about the torn tail of {journal:?}; log:\n{log}"
@@ -129,7 +130,8 @@ fn torn_journal_tail_is_dropped_with_a_warning_and_earlier_state_survives() {
     drop(f);
 
     let mut g = Gateway::start(&setup);
-    let log = g.log_text();
+    // Lines reach the log in batches, a few milliseconds after what they report.
+    let log = g.log_until(|l| warns_about(l, "torn"));
     assert!(
         warns_about(&log, "torn"),
         "no warning about the garbage after the last record of {journal:?}; log:\n{log}"

@@ -209,7 +209,8 @@ fn torn_tail_of_the_previous_releases_header_less_journal_is_dropped_and_the_res
     fs::write(&journal, &torn).unwrap();
 
     let mut g = up.start();
-    let log = g.log_text();
+    // Lines reach the log in batches, a few milliseconds after what they report.
+    let log = g.log_until(|l| l.contains("torn"));
     assert!(
         log.lines()
             .any(|l| l.contains("WARN") && l.contains("torn")),

@@ -8,6 +8,7 @@
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use super::frame::{self, Tail};
@@ -238,7 +239,7 @@ pub fn recover(dir: &Path, apply: impl Fn(Change) + Sync) -> Result<Recovered, S
     }
     let base = snapshots.last().copied();
     if let Some(gen) = base {
-        load_snapshot(&snapshot_path(dir, gen), gen, &apply)?;
+        load_snapshot(&snapshot_path(dir, gen), gen, &apply, READ_CHUNK)?;
     }
     let first = base.unwrap_or(0);
     let live: Vec<u64> = journals.iter().copied().filter(|g| *g >= first).collect();
@@ -343,64 +344,162 @@ fn load_snapshot(
     path: &Path,
     gen: u64,
     apply: &(impl Fn(Change) + Sync),
+    read_chunk: usize,
 ) -> Result<(), StoreError> {
-    let bytes =
-        fs::read(path).map_err(|e| unavailable(format!("{}: cannot read: {e}", path.display())))?;
-    let (records, tail) = frame::decode(&bytes);
-    let corrupt = |offset: usize, why: &str| {
+    let mut file = fs::File::open(path)
+        .map_err(|e| unavailable(format!("{}: cannot read: {e}", path.display())))?;
+    let corrupt = |offset: u64, why: &str| {
         unavailable(format!(
             "{}: corrupt snapshot at byte offset {offset}: {why}",
             path.display()
         ))
     };
-    match tail {
-        Tail::Clean => {}
-        Tail::Torn { offset } | Tail::Corrupt { offset } => {
-            return Err(corrupt(offset, "damaged record"))
-        }
-    }
-    let Some((&first, rest)) = records.split_first() else {
-        return Err(corrupt(0, "missing header"));
-    };
-    if codec::decode_header(first) != Some((1, gen)) {
-        return Err(corrupt(0, "unexpected header"));
-    }
-    let Some((&last, body)) = rest.split_last() else {
-        return Err(corrupt(bytes.len(), "missing trailer (truncated)"));
-    };
-    let offset_of = |record: &[u8]| record.as_ptr() as usize - bytes.as_ptr() as usize - 8;
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
-    let per_thread = body.len().div_ceil(threads).max(1);
+    // Chunks of whole records: (file offset of the chunk, bytes, header bytes to skip).
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>, usize)>(threads);
+    let rx = Mutex::new(rx);
+    let failed = AtomicBool::new(false);
     std::thread::scope(|scope| {
-        let workers: Vec<_> = body
-            .chunks(per_thread)
-            .map(|part| {
-                scope.spawn(move || {
-                    for record in part {
-                        let change = codec::decode(record).map_err(|e| {
-                            corrupt(offset_of(record), &format!("unreadable record: {e}"))
-                        })?;
-                        apply(change);
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut applied = 0u64;
+                    let mut result = Ok(());
+                    loop {
+                        let next = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => break,
+                        };
+                        let Ok((base, chunk, skip)) = next else { break };
+                        // After a failure, keep receiving so the reader never blocks.
+                        if result.is_err() {
+                            continue;
+                        }
+                        let (records, _) = frame::decode(&chunk[skip..]);
+                        for record in records {
+                            match codec::decode(record) {
+                                Ok(change) => {
+                                    apply(change);
+                                    applied += 1;
+                                }
+                                Err(e) => {
+                                    let at = record.as_ptr() as usize - chunk.as_ptr() as usize;
+                                    result = Err(corrupt(
+                                        base + at as u64 - 8,
+                                        &format!("unreadable record: {e}"),
+                                    ));
+                                    failed.store(true, Ordering::Relaxed);
+                                    break;
+                                }
+                            }
+                        }
                     }
-                    Ok::<(), StoreError>(())
+                    result.map(|()| applied)
                 })
             })
             .collect();
+        let read = read_chunks(&mut file, gen, read_chunk, &tx, &failed, &corrupt);
+        drop(tx);
+        let mut applied = 0;
+        let mut result = Ok(());
         for worker in workers {
-            worker
-                .join()
-                .map_err(|_| corrupt(0, "a restore thread panicked"))??;
+            match worker.join() {
+                Ok(Ok(n)) => applied += n,
+                Ok(Err(e)) => result = result.and(Err(e)),
+                Err(_) => result = result.and(Err(corrupt(0, "a restore thread panicked"))),
+            }
         }
-        Ok::<(), StoreError>(())
-    })?;
-    let n = body.len() as u64;
-    let offset = offset_of(last);
-    match codec::decode_trailer(last) {
-        Some(count) if count == n => Ok(()),
-        Some(_) => Err(corrupt(offset, "record count does not match the trailer")),
-        None => Err(corrupt(offset, "missing trailer (truncated)")),
+        result?;
+        let (last, offset) = read?;
+        match codec::decode_trailer(&last) {
+            Some(count) if count == applied => Ok(()),
+            Some(_) => Err(corrupt(offset, "record count does not match the trailer")),
+            None => Err(corrupt(offset, "missing trailer (truncated)")),
+        }
+    })
+}
+
+/// Bytes read from a snapshot at a time.
+const READ_CHUNK: usize = 8 << 20;
+
+/// Reads a snapshot in chunks and hands each chunk's whole records to the restore threads,
+/// after checking the header; returns the last record (the trailer, if the file is whole)
+/// and its offset. Reading in chunks keeps a restore from holding the whole file in memory
+/// beside the registry it builds.
+fn read_chunks(
+    file: &mut fs::File,
+    gen: u64,
+    read_chunk: usize,
+    tx: &std::sync::mpsc::SyncSender<(u64, Vec<u8>, usize)>,
+    failed: &AtomicBool,
+    corrupt: &dyn Fn(u64, &str) -> StoreError,
+) -> Result<(Vec<u8>, u64), StoreError> {
+    use std::io::Read as _;
+    let mut buf: Vec<u8> = Vec::new();
+    // File offset of buf[0].
+    let mut base = 0u64;
+    let mut header = true;
+    loop {
+        // Appends up to a chunk, into spare capacity (nothing zeroed first).
+        let got = (&mut *file)
+            .take(read_chunk as u64)
+            .read_to_end(&mut buf)
+            .map_err(|e| unavailable(format!("cannot read a snapshot: {e}")))?;
+        let eof = got < read_chunk;
+        let (records, tail) = frame::decode(&buf);
+        match tail {
+            Tail::Clean => {}
+            Tail::Corrupt { offset } => {
+                return Err(corrupt(base + offset as u64, "damaged record"))
+            }
+            Tail::Torn { offset } if eof => {
+                return Err(corrupt(base + offset as u64, "damaged record"))
+            }
+            Tail::Torn { .. } => {}
+        }
+        let at = |r: &[u8]| r.as_ptr() as usize - buf.as_ptr() as usize;
+        let mut records = &records[..];
+        let mut skip = 0;
+        if header {
+            let Some((&first, rest)) = records.split_first() else {
+                if eof {
+                    return Err(corrupt(0, "missing header"));
+                }
+                continue;
+            };
+            if codec::decode_header(first) != Some((1, gen)) {
+                return Err(corrupt(0, "unexpected header"));
+            }
+            header = false;
+            skip = at(first) + first.len();
+            records = rest;
+        }
+        // The last whole record stays behind: it may be the trailer.
+        let split = records.last().map_or(skip, |last| at(last) - 8);
+        let carry = buf[split..].to_vec();
+        if split > skip {
+            if failed.load(Ordering::Relaxed) {
+                return Err(corrupt(base, "an earlier record was unreadable"));
+            }
+            buf.truncate(split);
+            let chunk = std::mem::take(&mut buf);
+            if tx.send((base, chunk, skip)).is_err() {
+                return Err(corrupt(base, "the restore threads stopped"));
+            }
+        }
+        base += split as u64;
+        buf.clear();
+        buf.extend_from_slice(&carry);
+        if eof {
+            break;
+        }
+    }
+    let (records, _) = frame::decode(&buf);
+    match records.as_slice() {
+        [last] => Ok((last.to_vec(), base)),
+        _ => Err(corrupt(base, "missing trailer (truncated)")),
     }
 }
 
@@ -519,6 +618,39 @@ mod tests {
             n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         })?;
         Ok((r, n.into_inner()))
+    }
+
+    #[test]
+    fn a_snapshot_read_in_chunks_of_any_size_loads_every_record_and_finds_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        snapshot(dir.path(), 1, 500);
+        let path = snapshot_path(dir.path(), 1);
+        let load = |chunk: usize| {
+            let n = std::sync::atomic::AtomicUsize::new(0);
+            load_snapshot(
+                &path,
+                1,
+                &|_| {
+                    n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                },
+                chunk,
+            )
+            .map(|()| n.into_inner())
+        };
+        // Chunks smaller than a record, around a record's size, and larger than the file.
+        for chunk in [1, 7, 19, 64, 1000, 1 << 20] {
+            assert_eq!(load(chunk).unwrap(), 500, "chunk {chunk}");
+        }
+        // A flipped byte in the middle: refused, naming the record's offset, whatever the
+        // chunk size.
+        let mut bytes = fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        fs::write(&path, &bytes).unwrap();
+        for chunk in [7, 64, 1 << 20] {
+            let err = load(chunk).unwrap_err().to_string();
+            assert!(err.contains("corrupt snapshot at byte offset"), "{err}");
+        }
     }
 
     #[test]
