@@ -60,6 +60,7 @@ run discovery "${load[@]}"
 # A route to a local upstream, against real nginx doing mTLS and proxy_pass to it.
 if command -v nginx >/dev/null 2>&1; then
     run route "${load[@]}"
+    run route-upload
 else
     echo "bench: nginx not installed, route skipped (apt-get install -y nginx)" >&2
 fi

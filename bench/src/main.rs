@@ -6,6 +6,7 @@
 //!                                                              #   introspect, discovery,
 //! cargo run --release -p certgate-bench -- handshake-register  #   durable-register
 //! cargo run --release -p certgate-bench -- route               # vs real nginx
+//! cargo run --release -p certgate-bench -- route-upload        # RSS while streaming 1 GiB
 //! cargo run --release -p certgate-bench -- shared-register --postgres-url URL
 //! cargo run --release -p certgate-bench -- ceiling [--handshake]
 //! cargo run --release -p certgate-bench -- memory [--clients N]
@@ -41,7 +42,8 @@
 //! `scripts/bench.sh`.
 //!
 //! Modules: `load` (load generator, schedule, CPU accounting) with `histogram`, `servers`
-//! (the child-process servers: certgate and the ceiling), `body` (the request), the
+//! (the child-process servers: certgate, the ceiling, nginx, the upstream), `body` (the
+//! request), `upload` (a 1 GiB upload through a route), the
 //! in-process workloads `memory`, `snapshot` and `micro` (sharing `inprocess`), and
 //! `report`.
 
@@ -54,6 +56,7 @@ mod micro;
 mod report;
 mod servers;
 mod snapshot;
+mod upload;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -108,6 +111,9 @@ pub enum Workload {
     /// with a certificate-bound token, against real nginx terminating mTLS and proxying to
     /// the same upstream (`--nginx`).
     Route(LoadOpts),
+    /// Streams a 1 GiB upload through a route (to the same upstream) and reports certgate's
+    /// RSS meanwhile.
+    RouteUpload(LoadOpts),
     /// POST /register spread over two certgate nodes sharing a PostgreSQL registry
     /// (`--postgres-url`), against one memory-store node.
     SharedRegister(LoadOpts),
@@ -312,6 +318,7 @@ pub fn main() -> ExitCode {
             Some(Plan::nginx()),
             load,
         ),
+        Workload::RouteUpload(load) => upload::route_upload(&load),
         Workload::SharedRegister(load) => load_workload(
             Plan {
                 shared_nodes: 2,

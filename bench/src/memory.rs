@@ -142,7 +142,16 @@ impl HeapCount {
 
 /// Resident set size of this process (`VmRSS`), in KiB.
 pub fn rss_kib() -> Result<u64, Error> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
+    rss_of("/proc/self/status")
+}
+
+/// Resident set size of process `pid` (`VmRSS`), in KiB.
+pub fn rss_kib_of(pid: u32) -> Result<u64, Error> {
+    rss_of(&format!("/proc/{pid}/status"))
+}
+
+fn rss_of(path: &str) -> Result<u64, Error> {
+    let status = std::fs::read_to_string(path)?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))

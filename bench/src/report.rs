@@ -149,6 +149,22 @@ pub fn report(path: &Path) -> Result<(), Error> {
         );
     }
 
+    if let Some(u) = find("route-upload") {
+        let growth = u["rss_growth_kib"].as_f64().unwrap_or(f64::NAN);
+        println!();
+        println!("| streaming through a route | MiB/s | certgate RSS before | at most while streaming | growth | target | verdict |");
+        println!("|---|---:|---:|---:|---:|---|---|");
+        println!(
+            "| 1 GiB upload | {:.0} | {} KiB | {} KiB | {:.0} KiB | < 64 MiB growth | {} |",
+            u["mib_per_s"].as_f64().unwrap_or(f64::NAN),
+            u["rss_before_kib"],
+            u["rss_max_kib"],
+            growth,
+            verdict(Some(growth < 64.0 * 1024.0)),
+        );
+        println!();
+    }
+
     let memory: Vec<&Value> = results
         .iter()
         .filter(|r| r["workload"] == "memory")

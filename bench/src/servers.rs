@@ -454,7 +454,9 @@ pub fn serve_upstream() -> Result<(), Error> {
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let body = body.clone();
                     async move {
-                        let _ = req.into_body().collect().await;
+                        // Read and discard: an upload of any size passes through.
+                        let mut incoming = req.into_body();
+                        while let Some(Ok(_)) = incoming.frame().await {}
                         let mut resp = Response::new(Full::new(body));
                         resp.headers_mut().insert(
                             header::CONTENT_TYPE,
