@@ -315,12 +315,7 @@ pub fn serve(kind: ServerKind, opts: &ServeOpts) -> Result<(), Error> {
     }
     let rt = rt.enable_all().build()?;
     rt.block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        {
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "listening {}", listener.local_addr()?)?;
-            out.flush()?;
-        }
+        let listener = listen().await?;
         let shutdown = stdin_closed();
         match kind {
             ServerKind::Ceiling => {
@@ -357,6 +352,15 @@ pub fn serve(kind: ServerKind, opts: &ServeOpts) -> Result<(), Error> {
     })
 }
 
+/// Binds 127.0.0.1:0 and tells the parent the address (`listening ADDR` on stdout).
+async fn listen() -> Result<TcpListener, Error> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening {}", listener.local_addr()?)?;
+    out.flush()?;
+    Ok(listener)
+}
+
 /// Resolves when the parent closes our stdin (or dies).
 pub fn stdin_closed() -> impl Future<Output = ()> {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -381,19 +385,10 @@ pub async fn serve_ceiling(
     status: StatusCode,
     shutdown: impl Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(_) => continue,
-            },
-            _ = &mut shutdown => return,
-        };
-        let _ = stream.set_nodelay(true);
+    accept_until(listener, shutdown, move |stream| {
         let acceptor = acceptor.clone();
         let body = body.clone();
-        tokio::spawn(async move {
+        async move {
             let Ok(tls) = acceptor.accept(stream).await else {
                 return;
             };
@@ -419,7 +414,29 @@ pub async fn serve_ceiling(
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tls), svc)
                 .await;
-        });
+        }
+    })
+    .await;
+}
+
+/// Accepts connections until `shutdown`, serving each (with `TCP_NODELAY`) in a task of
+/// its own.
+async fn accept_until<F, Fut>(listener: TcpListener, shutdown: impl Future<Output = ()>, serve: F)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(_) => continue,
+            },
+            _ = &mut shutdown => return,
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(serve(stream));
     }
 }
 
@@ -431,26 +448,11 @@ pub fn serve_upstream() -> Result<(), Error> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        {
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "listening {}", listener.local_addr()?)?;
-            out.flush()?;
-        }
+        let listener = listen().await?;
         let body = upstream_body();
-        let shutdown = stdin_closed();
-        tokio::pin!(shutdown);
-        loop {
-            let stream = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok((s, _)) => s,
-                    Err(_) => continue,
-                },
-                _ = &mut shutdown => return Ok(()),
-            };
-            let _ = stream.set_nodelay(true);
+        accept_until(listener, stdin_closed(), move |stream| {
             let body = body.clone();
-            tokio::spawn(async move {
+            async move {
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let body = body.clone();
                     async move {
@@ -468,8 +470,10 @@ pub fn serve_upstream() -> Result<(), Error> {
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
-            });
-        }
+            }
+        })
+        .await;
+        Ok(())
     })
 }
 
