@@ -109,18 +109,29 @@ pub fn write(
                 })
             })
             .collect();
-        let mut result = Ok(());
+        // The error to report is the one that happened, not another thread giving up
+        // because of it.
+        let mut first: Option<std::io::Error> = None;
+        let mut gave_up = false;
         for worker in workers {
             let r = worker
                 .join()
                 .unwrap_or_else(|_| Err(std::io::Error::other("a snapshot thread panicked")));
-            if r.is_err() {
+            if let Err(e) = r {
                 // The others may wait for this one's turn: let them see the failure.
                 out.fail();
-                result = result.and(r);
+                if e.get_ref().is_some_and(|inner| inner.is::<AnotherFailed>()) {
+                    gave_up = true;
+                } else if first.is_none() {
+                    first = Some(e);
+                }
             }
         }
-        result
+        match first {
+            Some(e) => Err(e),
+            None if gave_up => Err(std::io::Error::other(AnotherFailed)),
+            None => Ok(()),
+        }
     })
     .map_err(io)?;
     let (mut file, _) = out
@@ -160,6 +171,18 @@ impl Drop for UnblockOnPanic<'_> {
     }
 }
 
+/// What a writer reports when it stops because another one failed.
+#[derive(Debug)]
+struct AnotherFailed;
+
+impl std::fmt::Display for AnotherFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("another snapshot thread failed")
+    }
+}
+
+impl std::error::Error for AnotherFailed {}
+
 /// A batch number no thread has: once failed, nobody waits for a turn any more.
 const FAILED: usize = usize::MAX;
 
@@ -170,7 +193,7 @@ impl Ordered {
         let mut state = self.state.lock().map_err(|_| poisoned())?;
         while state.1 != k {
             if state.1 == FAILED {
-                return Err(std::io::Error::other("another snapshot thread failed"));
+                return Err(std::io::Error::other(AnotherFailed));
             }
             state = self.turn.wait(state).map_err(|_| poisoned())?;
         }
