@@ -76,11 +76,33 @@ pub fn write(
         .map_or(1, |n| n.get())
         .min(8);
     let batches = clients.len().div_ceil(BATCH) + others.len().div_ceil(BATCH);
+    // The disk writes what is already written while later batches are encoded: a flusher
+    // thread fdatasyncs every FLUSH_EVERY bytes, so the final fsync has little left to do.
+    let flusher = file.try_clone().map_err(io)?;
+    let (flush_tx, flush_rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let flush_error: Mutex<Option<std::io::Error>> = Mutex::new(None);
     let out = Ordered {
-        state: Mutex::new((file, 0)),
+        state: Mutex::new(Turn {
+            file,
+            next: 0,
+            unflushed: 0,
+        }),
         turn: Condvar::new(),
+        flush: Mutex::new(Some(flush_tx)),
     };
     std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for () in flush_rx {
+                // An error here must fail the snapshot: the final fsync on the same open
+                // file would not report it again.
+                if let Err(e) = flusher.sync_data() {
+                    if let Ok(mut slot) = flush_error.lock() {
+                        *slot = Some(e);
+                    }
+                    return;
+                }
+            }
+        });
         let workers: Vec<_> = (0..threads)
             .map(|t| {
                 let out = &out;
@@ -127,6 +149,10 @@ pub fn write(
                 }
             }
         }
+        // No more flushes: the flusher's loop ends with the channel.
+        if let Ok(mut flush) = out.flush.lock() {
+            flush.take();
+        }
         match first {
             Some(e) => Err(e),
             None if gave_up => Err(std::io::Error::other(AnotherFailed)),
@@ -134,10 +160,14 @@ pub fn write(
         }
     })
     .map_err(io)?;
-    let (mut file, _) = out
+    if let Some(e) = flush_error.into_inner().ok().flatten() {
+        return Err(io(e));
+    }
+    let mut file = out
         .state
         .into_inner()
-        .map_err(|_| io(std::io::Error::other("a snapshot thread panicked")))?;
+        .map_err(|_| io(std::io::Error::other("a snapshot thread panicked")))?
+        .file;
     let mut tail = Vec::new();
     let n = (clients.len() + others.len()) as u64;
     frame::encode_with(&mut tail, |o| codec::encode_trailer(n, o));
@@ -154,11 +184,24 @@ pub fn write(
 /// Records per batch of a snapshot write (about 6 MB of clients).
 const BATCH: usize = 8192;
 
-/// The snapshot file and whose turn it is to write (the next batch number).
+/// The snapshot file and whose turn it is to write.
 struct Ordered {
-    state: Mutex<(fs::File, usize)>,
+    state: Mutex<Turn>,
     turn: Condvar,
+    /// Asks the flusher thread for an fdatasync (`None` once the writers are done).
+    flush: Mutex<Option<std::sync::mpsc::SyncSender<()>>>,
 }
+
+struct Turn {
+    file: fs::File,
+    /// The next batch number to write.
+    next: usize,
+    /// Bytes written since the last flush request.
+    unflushed: u64,
+}
+
+/// Bytes written between two requests to the flusher.
+const FLUSH_EVERY: u64 = 64 << 20;
 
 /// Wakes the other writers if this one panics, so none waits forever for its turn.
 struct UnblockOnPanic<'a>(&'a Ordered);
@@ -191,22 +234,33 @@ impl Ordered {
     fn write(&self, k: usize, bytes: &[u8]) -> std::io::Result<()> {
         let poisoned = || std::io::Error::other("a snapshot thread panicked");
         let mut state = self.state.lock().map_err(|_| poisoned())?;
-        while state.1 != k {
-            if state.1 == FAILED {
+        while state.next != k {
+            if state.next == FAILED {
                 return Err(std::io::Error::other(AnotherFailed));
             }
             state = self.turn.wait(state).map_err(|_| poisoned())?;
         }
-        let result = state.0.write_all(bytes);
-        state.1 = if result.is_ok() { k + 1 } else { FAILED };
+        let result = state.file.write_all(bytes);
+        state.next = if result.is_ok() { k + 1 } else { FAILED };
+        state.unflushed += bytes.len() as u64;
+        let flush = state.unflushed >= FLUSH_EVERY;
+        if flush {
+            state.unflushed = 0;
+        }
         drop(state);
         self.turn.notify_all();
+        if flush {
+            if let Ok(sender) = self.flush.lock() {
+                // A flush still running covers this one's bytes soon enough: never wait.
+                let _ = sender.as_ref().map(|s| s.try_send(()));
+            }
+        }
         result
     }
 
     fn fail(&self) {
         if let Ok(mut state) = self.state.lock() {
-            state.1 = FAILED;
+            state.next = FAILED;
         }
         self.turn.notify_all();
     }
