@@ -434,8 +434,7 @@ fn load_snapshot(
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
-    // Chunks of whole records: (file offset of the chunk, bytes, header bytes to skip).
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>, usize)>(threads);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(threads);
     let rx = Mutex::new(rx);
     let failed = AtomicBool::new(false);
     std::thread::scope(|scope| {
@@ -449,20 +448,26 @@ fn load_snapshot(
                             Ok(rx) => rx.recv(),
                             Err(_) => break,
                         };
-                        let Ok((base, chunk, skip)) = next else { break };
+                        let Ok(Chunk {
+                            base,
+                            bytes,
+                            records,
+                        }) = next
+                        else {
+                            break;
+                        };
                         // After a failure, keep receiving so the reader never blocks.
                         if result.is_err() {
                             continue;
                         }
-                        let (records, _) = frame::decode(&chunk[skip..]);
                         for record in records {
-                            match codec::decode(record) {
+                            let at = record.start;
+                            match codec::decode(&bytes[record]) {
                                 Ok(change) => {
                                     apply(change);
                                     applied += 1;
                                 }
                                 Err(e) => {
-                                    let at = record.as_ptr() as usize - chunk.as_ptr() as usize;
                                     result = Err(corrupt(
                                         base + at as u64 - 8,
                                         &format!("unreadable record: {e}"),
@@ -498,6 +503,16 @@ fn load_snapshot(
     })
 }
 
+/// Whole records of a snapshot, checked (framing and CRC) by the reader, for a restore
+/// thread to decode.
+struct Chunk {
+    /// File offset of `bytes[0]`.
+    base: u64,
+    bytes: Vec<u8>,
+    /// Where each record's payload lies in `bytes`.
+    records: Vec<std::ops::Range<usize>>,
+}
+
 /// Bytes read from a snapshot at a time.
 const READ_CHUNK: usize = 8 << 20;
 
@@ -509,7 +524,7 @@ fn read_chunks(
     file: &mut fs::File,
     gen: u64,
     read_chunk: usize,
-    tx: &std::sync::mpsc::SyncSender<(u64, Vec<u8>, usize)>,
+    tx: &std::sync::mpsc::SyncSender<Chunk>,
     failed: &AtomicBool,
     corrupt: &dyn Fn(u64, &str) -> StoreError,
 ) -> Result<(Vec<u8>, u64), StoreError> {
@@ -555,20 +570,28 @@ fn read_chunks(
         }
         // The last whole record stays behind: it may be the trailer.
         let split = records.last().map_or(skip, |last| at(last) - 8);
-        let carry = buf[split..].to_vec();
-        if split > skip {
+        let ready: Vec<_> = records
+            .iter()
+            .take(records.len().saturating_sub(1))
+            .map(|r| at(r)..at(r) + r.len())
+            .collect();
+        let rest = buf.split_off(split);
+        if !ready.is_empty() {
             if failed.load(Ordering::Relaxed) {
                 return Err(corrupt(base, "an earlier record was unreadable"));
             }
-            buf.truncate(split);
-            let chunk = std::mem::take(&mut buf);
-            if tx.send((base, chunk, skip)).is_err() {
+            let chunk = Chunk {
+                base,
+                bytes: std::mem::replace(&mut buf, rest),
+                records: ready,
+            };
+            if tx.send(chunk).is_err() {
                 return Err(corrupt(base, "the restore threads stopped"));
             }
+        } else {
+            buf = rest;
         }
         base += split as u64;
-        buf.clear();
-        buf.extend_from_slice(&carry);
         if eof {
             break;
         }
