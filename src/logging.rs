@@ -69,37 +69,44 @@ where
         .filter(|s| !s.is_empty())
         .unwrap_or("info");
     match spec.parse::<Targets>() {
-        Ok(targets) => {
-            let registry = tracing_subscriber::registry().with(targets);
-            match format {
-                LogFormat::Text => registry
-                    .with(
-                        tracing_subscriber::fmt::layer()
-                            .with_ansi(ansi)
-                            .with_writer(writer),
-                    )
-                    .into(),
-                LogFormat::Json => registry
-                    .with(tracing_subscriber::fmt::layer().json().with_writer(writer))
-                    .into(),
-            }
-        }
-        Err(_) => {
-            let filter = tracing_subscriber::EnvFilter::new(spec);
-            let registry = tracing_subscriber::registry().with(filter);
-            match format {
-                LogFormat::Text => registry
-                    .with(
-                        tracing_subscriber::fmt::layer()
-                            .with_ansi(ansi)
-                            .with_writer(writer),
-                    )
-                    .into(),
-                LogFormat::Json => registry
-                    .with(tracing_subscriber::fmt::layer().json().with_writer(writer))
-                    .into(),
-            }
-        }
+        Ok(targets) => formatted(
+            tracing_subscriber::registry().with(targets),
+            format,
+            ansi,
+            writer,
+        ),
+        Err(_) => formatted(
+            tracing_subscriber::registry().with(tracing_subscriber::EnvFilter::new(spec)),
+            format,
+            ansi,
+            writer,
+        ),
+    }
+}
+
+/// `filtered` with the line format on top: one shape whatever the filter's type.
+fn formatted<S, W>(filtered: S, format: LogFormat, ansi: bool, writer: W) -> tracing::Dispatch
+where
+    S: tracing::Subscriber
+        + for<'a> tracing_subscriber::registry::LookupSpan<'a>
+        + Send
+        + Sync
+        + 'static,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    match format {
+        LogFormat::Text => filtered
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi)
+                    .with_writer(writer),
+            )
+            .into(),
+        LogFormat::Json => filtered
+            .with(tracing_subscriber::fmt::layer().json().with_writer(writer))
+            .into(),
     }
 }
 
