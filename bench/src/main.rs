@@ -85,7 +85,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Workload {
     /// The ceiling: a minimal tokio + hyper + tokio-rustls server with certgate's TLS
-    /// acceptor, answering every request with a fixed registration-sized JSON body.
+    /// files in a stock rustls configuration, answering every request with a fixed registration-sized JSON body.
     Ceiling {
         #[command(flatten)]
         load: LoadOpts,

@@ -319,7 +319,7 @@ pub fn serve(kind: ServerKind, opts: &ServeOpts) -> Result<(), Error> {
         let shutdown = stdin_closed();
         match kind {
             ServerKind::Ceiling => {
-                let tls = certgate::tls::Tls::load(&config.tls, &config.proxy)?;
+                let acceptor = stock_acceptor(&config.tls)?;
                 let body = match opts.answer {
                     Answer::Register => ceiling_body(),
                     Answer::Token => ceiling_token_body(),
@@ -329,14 +329,7 @@ pub fn serve(kind: ServerKind, opts: &ServeOpts) -> Result<(), Error> {
                     Answer::Register => StatusCode::CREATED,
                     _ => StatusCode::OK,
                 };
-                serve_ceiling(
-                    listener,
-                    tls.current().acceptor.clone(),
-                    body,
-                    status,
-                    shutdown,
-                )
-                .await;
+                serve_ceiling(listener, acceptor, body, status, shutdown).await;
                 Ok(())
             }
             ServerKind::Nginx => Err("nginx is not served by this binary".into()),
@@ -375,7 +368,38 @@ pub fn stdin_closed() -> impl Future<Output = ()> {
     }
 }
 
-/// The ceiling: accept, TLS with certgate's acceptor, hyper's auto (h1 + h2) connection,
+/// The ceiling's TLS: what a stock tokio-rustls server configured with certgate's files
+/// runs. The same certificate, key, crypto provider (ring), protocol versions and ALPN; the
+/// client CA through rustls' own `WebPkiClientVerifier`, which checks a presented chain
+/// during the handshake (certgate defers that check and caches it per chain), and
+/// `allow_unauthenticated` for `client_auth = "optional"`.
+fn stock_acceptor(tls: &certgate::config::TlsConfig) -> Result<TlsAcceptor, Error> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(&tls.client_ca)? {
+        roots.add(ca?)?;
+    }
+    let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    );
+    if tls.client_auth != certgate::config::ClientAuth::Required {
+        verifier = verifier.allow_unauthenticated();
+    }
+    let certs = CertificateDer::pem_file_iter(&tls.cert)?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key)?;
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier.build()?)
+        .with_single_cert(certs, key)?;
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(server)))
+}
+
+/// The ceiling: accept, TLS with a stock rustls configuration (`stock_acceptor`), hyper's auto (h1 + h2) connection,
 /// read the body, answer a fixed registration-sized JSON. Nothing else: no time boxes,
 /// no connection limit, no identity, no routing.
 pub async fn serve_ceiling(

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde::Serialize;
 
 use crate::app::App;
@@ -107,14 +106,11 @@ pub struct Ctx<'a> {
 pub async fn handle(
     app: Arc<App>,
     conn: Arc<Conn>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
-    let (parts, incoming) = req.into_parts();
-    let body = RequestBody::new(incoming);
     // HTTP/2: an unread request body stays until the answer is sent (see `body`).
-    let held = (parts.version == http::Version::HTTP_2).then(|| body.clone());
-    let req = Request::from_parts(parts, body);
+    let held = (req.version() == http::Version::HTTP_2).then(|| req.body().clone());
     let method = req.method().clone();
     let mut ctx = Ctx {
         app: &app,

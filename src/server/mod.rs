@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::app::App;
+use crate::body::RequestBody;
 use crate::config::Config;
 use crate::http::{handle, Conn, Listener, TlsPeer};
 use crate::identity::CertSource;
@@ -340,10 +341,17 @@ async fn serve_http<I>(
         let in_flight = svc_activity.begin();
         let app = svc_app.clone();
         let conn = conn.clone();
+        let activity = svc_activity.clone();
         async move {
+            let (parts, incoming) = http::Request::into_parts(req);
+            let body = RequestBody::new(incoming);
+            let watch = body.clone();
             // In flight until the body is sent: a long download or an event stream is not
             // an idle connection. (A dropped response drops the guard too.)
-            let resp = handle(app, conn, req).await;
+            let resp = handle(app, conn, http::Request::from_parts(parts, body)).await;
+            if !http_body::Body::is_end_stream(&watch) {
+                activity.body_left_unread();
+            }
             resp.map(|r| r.map(|body| body.with_guard(in_flight)))
         }
     });

@@ -11,7 +11,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -44,6 +44,8 @@ pub struct Activity {
     idle_since: AtomicU64,
     /// Milliseconds since `start` when bytes of the next head arrived (`NONE`: not yet).
     head_since: AtomicU64,
+    /// An answer went out before its request body had all arrived.
+    body_left_unread: AtomicBool,
     /// Milliseconds since `start` the watchdog sleeps until: a change that moves the
     /// deadline before it wakes the watchdog (rarely: deadlines mostly move later).
     wake_at: AtomicU64,
@@ -62,6 +64,7 @@ impl Activity {
             requests: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
             head_since: AtomicU64::new(NONE),
+            body_left_unread: AtomicBool::new(false),
             wake_at: AtomicU64::new(NONE),
             earlier: Notify::new(),
         })
@@ -129,6 +132,25 @@ impl Activity {
         Some(at)
     }
 
+    /// The client may still be sending: the answer to a request went out before its body
+    /// had all arrived.
+    pub fn body_left_unread(&self) {
+        self.body_left_unread.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether closing now cannot reset anything the client still sends: an HTTP/1
+    /// connection that answered at least one request, read each request's body to its end,
+    /// and has neither a request in flight nor bytes of another head. Only then is the
+    /// linger skipped (nginx's `lingering_close on` decides the same way); an HTTP/2 peer
+    /// may still send frames, so it always lingers.
+    fn closes_cleanly(&self) -> bool {
+        self.reads_start_heads
+            && self.requests.load(Ordering::Relaxed) > 0
+            && self.in_flight.load(Ordering::SeqCst) == 0
+            && self.head_since.load(Ordering::Relaxed) == NONE
+            && !self.body_left_unread.load(Ordering::Relaxed)
+    }
+
     /// How long to sleep before looking again while a request is in flight.
     pub fn recheck(&self) -> Duration {
         self.idle_timeout.min(self.header_read_timeout)
@@ -149,7 +171,8 @@ impl Drop for InFlight {
 }
 
 /// The connection's byte stream, watched: reads feed [`Activity`], and when hyper drops it
-/// the socket lingers (reading and discarding) unless the client already closed its side.
+/// the socket lingers (reading and discarding) unless the client already closed its side or
+/// cannot be sending any more ([`Activity::closes_cleanly`]).
 /// It also holds the listener slot, which is given back only when the socket is closed.
 pub struct Watched<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
     inner: Option<T>,
@@ -246,7 +269,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for Watched<T> {
         let (Some(inner), permit) = (self.inner.take(), self.permit.take()) else {
             return;
         };
-        if self.eof {
+        // A lingering close costs a task, a buffer and a timer per connection (a quarter
+        // of certgate's own work per connection when each carries one request): only pay
+        // it when the client may still be sending.
+        if self.eof || self.activity.closes_cleanly() {
             return;
         }
         // Closing a socket with unread data makes the kernel send a reset, which can destroy
@@ -278,4 +304,41 @@ async fn linger<T: AsyncRead + AsyncWrite + Unpin>(
     .await;
     drop(io);
     drop(permit);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http1() -> Arc<Activity> {
+        Activity::new(Duration::from_secs(5), Duration::from_secs(60), true)
+    }
+
+    #[test]
+    fn a_connection_closes_without_lingering_only_when_the_client_cannot_be_sending() {
+        // Nothing answered yet: a head may be on its way (or hyper refused one).
+        let a = http1();
+        assert!(!a.closes_cleanly());
+        // One request answered with its body read to the end.
+        drop(a.begin());
+        assert!(a.closes_cleanly());
+        // Bytes of the next head arrived.
+        a.on_read();
+        assert!(!a.closes_cleanly());
+
+        // A request in flight.
+        let a = http1();
+        let in_flight = a.begin();
+        assert!(!a.closes_cleanly());
+        drop(in_flight);
+        assert!(a.closes_cleanly());
+        // An answer went out before its body had all arrived (a 413 to an upload).
+        a.body_left_unread();
+        assert!(!a.closes_cleanly());
+
+        // HTTP/2: the peer may still send frames.
+        let a = Activity::new(Duration::from_secs(5), Duration::from_secs(60), false);
+        drop(a.begin());
+        assert!(!a.closes_cleanly());
+    }
 }

@@ -203,12 +203,22 @@ pub fn decode_journal_header(bytes: &[u8]) -> Option<(u32, u64)> {
     Some(v)
 }
 
-/// A snapshot header record.
-pub fn encode_header(generation: u64, out: &mut Vec<u8>) {
+/// A snapshot header record (format 2: with the record counts).
+pub fn encode_header(header: &SnapshotHeader, out: &mut Vec<u8>) {
     let mut w = Writer(out);
     w.u8(HEADER);
-    w.u32(1);
-    w.u64(generation);
+    match header.counts {
+        Some((clients, tokens)) => {
+            w.u32(2);
+            w.u64(header.generation);
+            w.u64(clients);
+            w.u64(tokens);
+        }
+        None => {
+            w.u32(1);
+            w.u64(header.generation);
+        }
+    }
 }
 
 /// A snapshot trailer record.
@@ -218,13 +228,28 @@ pub fn encode_trailer(count: u64, out: &mut Vec<u8>) {
     w.u64(count);
 }
 
-/// Reads a header record: (format version, generation).
-pub fn decode_header(bytes: &[u8]) -> Option<(u32, u64)> {
+/// What a snapshot's first record says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotHeader {
+    pub generation: u64,
+    /// (clients, access tokens) the snapshot holds, so a restore sizes its tables once.
+    /// Format 1 (earlier releases) has none.
+    pub counts: Option<(u64, u64)>,
+}
+
+/// Reads a header record of format 1 or 2.
+pub fn decode_header(bytes: &[u8]) -> Option<SnapshotHeader> {
     let mut r = Reader { buf: bytes, pos: 0 };
     (r.u8().ok()? == HEADER).then_some(())?;
-    let v = (r.u32().ok()?, r.u64().ok()?);
+    let version = r.u32().ok()?;
+    let generation = r.u64().ok()?;
+    let counts = match version {
+        1 => None,
+        2 => Some((r.u64().ok()?, r.u64().ok()?)),
+        _ => return None,
+    };
     r.end().ok()?;
-    Some(v)
+    Some(SnapshotHeader { generation, counts })
 }
 
 /// Reads a trailer record: the record count.
@@ -537,5 +562,43 @@ mod tests {
         }
         buf.push(0);
         assert!(decode(&buf).is_err());
+    }
+
+    #[test]
+    fn snapshot_headers_of_both_formats_are_read() {
+        for header in [
+            SnapshotHeader {
+                generation: 7,
+                counts: Some((1_000_000, 42)),
+            },
+            SnapshotHeader {
+                generation: 9,
+                counts: None,
+            },
+        ] {
+            let mut buf = Vec::new();
+            encode_header(&header, &mut buf);
+            assert_eq!(decode_header(&buf), Some(header));
+            for cut in 0..buf.len() {
+                assert_eq!(decode_header(&buf[..cut]), None, "cut at {cut}");
+            }
+        }
+        // Format 1 as earlier releases wrote it, byte for byte.
+        let mut v1 = vec![HEADER];
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(&5u64.to_le_bytes());
+        assert_eq!(
+            decode_header(&v1),
+            Some(SnapshotHeader {
+                generation: 5,
+                counts: None
+            })
+        );
+        // A format this release does not know is refused, not guessed at.
+        let mut v3 = vec![HEADER];
+        v3.extend_from_slice(&3u32.to_le_bytes());
+        v3.extend_from_slice(&5u64.to_le_bytes());
+        v3.extend_from_slice(&[0; 16]);
+        assert_eq!(decode_header(&v3), None);
     }
 }

