@@ -294,6 +294,84 @@ fn revocation_and_deletion_take_effect_on_the_other_node_at_once() {
     assert_eq!(r.json()["active"], false);
 }
 
+/// A node answers a rotation it served last from its own copy of the record, which the
+/// other node may have changed since: that copy must never decide anything but a
+/// compare-and-set (with the Reuse flag and no secret rotation, a GET commits nothing at
+/// all).
+#[test]
+fn a_node_never_answers_from_its_copy_of_a_record_the_other_node_changed() {
+    let cluster = Cluster::start();
+    cluster.create_db("stale");
+    let mut rotating = setup(&cluster, "stale");
+    let a = Gateway::start(&rotating);
+    rotating.extra =
+        "[management]\nreuse_registration_access_token = true\nrotate_client_secret = false\n"
+            .into();
+    let reuse = Gateway::start(&rotating);
+    let b = Gateway::start(&setup(&cluster, "stale"));
+
+    // Rotation: A rotated last; B rotates; A is asked with the token B replaced.
+    let reg = register(&mut a.api(Some("client1")));
+    let (id, t0) = (
+        reg.field("client_id"),
+        reg.field("registration_access_token"),
+    );
+    let r = a.api(Some("client1")).manage("GET", &id, &t0).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t1 = r.field("registration_access_token");
+    let r = b.api(Some("client1")).manage("GET", &id, &t1).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t2 = r.field("registration_access_token");
+    let r = a.api(Some("client1")).manage("GET", &id, &t1).unwrap();
+    assert_eq!(r.status, 401, "a replaced token worked again: {}", r.text());
+    let r = a.api(Some("client1")).manage("GET", &id, &t2).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t3 = r.field("registration_access_token");
+    // A DELETE on A with a token B rotated away deletes nothing.
+    let r = b.api(Some("client1")).manage("GET", &id, &t3).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t4 = r.field("registration_access_token");
+    let r = a.api(Some("client1")).manage("DELETE", &id, &t3).unwrap();
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = b.api(Some("client1")).manage("GET", &id, &t4).unwrap();
+    assert_eq!(r.status, 200, "the client was deleted with a stale token");
+
+    // Reuse: the node that registered the client keeps its copy; the client is revoked,
+    // then deleted, through the other node.
+    let reg = register(&mut reuse.api(Some("client1")));
+    let (id, rat) = (
+        reg.field("client_id"),
+        reg.field("registration_access_token"),
+    );
+    let r = reuse.api(Some("client1")).manage("GET", &id, &rat).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.field("registration_access_token"), rat, "Reuse rotated");
+    let auth = common::basic_auth(&id, &reg.field("client_secret"));
+    let r = b
+        .api(None)
+        .form("/revoke", &[("authorization", &auth)], &[("token", &rat)])
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let r = reuse.api(Some("client1")).manage("GET", &id, &rat).unwrap();
+    assert_eq!(
+        r.status,
+        401,
+        "a revoked token read the client: {}",
+        r.text()
+    );
+
+    let reg = register(&mut reuse.api(Some("client1")));
+    let (id, rat) = (
+        reg.field("client_id"),
+        reg.field("registration_access_token"),
+    );
+    let mut admin = b.api(Some("admin"));
+    let dcrm = dcrm_token(&mut admin);
+    assert_eq!(admin.manage("DELETE", &id, &dcrm).unwrap().status, 204);
+    let r = reuse.api(Some("client1")).manage("GET", &id, &rat).unwrap();
+    assert_eq!(r.status, 401, "a deleted client was read: {}", r.text());
+}
+
 #[test]
 fn an_edge_route_revocation_holds_at_once_on_its_node_and_within_the_cache_ttl_elsewhere() {
     let rt = tokio::runtime::Runtime::new().unwrap();

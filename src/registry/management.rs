@@ -45,9 +45,19 @@ pub enum Outcome {
 /// What the bearer token at `/register/{client_id}` is, settled before the body is read.
 pub enum TokenKind {
     /// A registration access token (current, or just replaced) of this client.
-    Registration(Arc<ClientRecord>),
+    Registration(Prefetched),
     /// An access token holding the dcrm scope.
     Admin,
+}
+
+/// The client record [`Registry::token_kind`] found, handed on to
+/// [`Registry::manage_self`] so it is not read twice.
+pub struct Prefetched {
+    rec: Arc<ClientRecord>,
+    /// Read from the store now. Otherwise it is the store's copy of what this node last
+    /// committed (`Store::recent_by_reg_token`), which another node may have changed
+    /// since: only a compare-and-set that succeeds proves it current.
+    current: bool,
 }
 
 /// A PUT body, checked as far as it can be without the client's record.
@@ -283,8 +293,14 @@ impl Registry {
         cert: Option<&ClientCertificate>,
     ) -> Result<TokenKind, Error> {
         let digest = secret::digest(token);
+        if let Some(rec) = self.store.recent_by_reg_token(&digest) {
+            return Ok(TokenKind::Registration(Prefetched {
+                rec,
+                current: false,
+            }));
+        }
         if let Some(rec) = self.store.client_by_reg_token(&digest).await? {
-            return Ok(TokenKind::Registration(rec));
+            return Ok(TokenKind::Registration(Prefetched { rec, current: true }));
         }
         let access = self.access_token(token, cert).await?;
         let scope = &self.settings.dcrm_scope;
@@ -304,53 +320,101 @@ impl Registry {
         token: &str,
         cert: Option<&ClientCertificate>,
         op: ManageOp,
-        mut first: Option<Arc<ClientRecord>>,
+        mut first: Option<Prefetched>,
     ) -> Result<Outcome, Error> {
         let digest = secret::digest(token);
         let (delete, mut body) = split(op);
+        if body.is_some() {
+            // A body is judged once, against a record known to be current.
+            first = first.filter(|p| p.current);
+        }
         let mut update = None;
         for _ in 0..ATTEMPTS {
-            let rec = match first.take() {
-                Some(rec) => rec,
+            let (rec, current) = match first.take() {
+                Some(p) => (p.rec, p.current),
                 None => match self.store.client_by_reg_token(&digest).await? {
-                    Some(rec) => rec,
+                    Some(rec) => (rec, true),
                     None => return Err(invalid_token("unknown, expired or revoked token")),
                 },
             };
-            if rec.client_id != client_id {
-                // RFC 7592 §2.1: an unknown client means the token SHOULD be revoked. A
-                // token of another existing client is merely not valid here (SPEC §6a.6).
-                if !self.is_static(client_id) && self.store.client(client_id).await?.is_none() {
-                    self.revoke_on_unknown_client(&rec, &digest, cert).await?;
-                }
-                return Err(invalid_token("the token is not valid for this client"));
-            }
-            let now = self.now();
-            let presented = check_presented(&self.settings, &rec, &digest, cert, delete, now)?;
-            // The body is judged only after the token and certificate checks: a caller
-            // without a valid token learns nothing about how its body would fare.
-            if let Some(body) = body.take() {
-                update = Some(self.prepare_update(&rec, body)?);
-            }
-            let fresh = Fresh::draw();
-            let (commit, reply) = decide_self(
-                &self.settings,
-                &rec,
-                presented,
-                update.as_ref(),
-                delete,
-                cert,
-                token,
-                &fresh,
-                now,
-            )?;
-            match self.commit(&rec, commit).await {
-                Ok(()) => return Ok(self.outcome(reply, now)),
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+            match self
+                .attempt(
+                    client_id,
+                    token,
+                    &digest,
+                    cert,
+                    &rec,
+                    current,
+                    delete,
+                    &mut body,
+                    &mut update,
+                )
+                .await
+            {
+                Ok(Some(outcome)) => return Ok(outcome),
+                Ok(None) => continue,
+                // A record that may be stale decides no refusal: the store's copy does.
+                Err(_) if !current => continue,
+                Err(e) => return Err(e),
             }
         }
         Err(StoreError::Conflict.into())
+    }
+
+    /// One attempt of `manage_self` on `rec`: the answer, or `None` to read the record
+    /// again (the commit conflicted, or a record that may be stale would commit nothing).
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        client_id: &str,
+        token: &str,
+        digest: &Digest,
+        cert: Option<&ClientCertificate>,
+        rec: &ClientRecord,
+        current: bool,
+        delete: bool,
+        body: &mut Option<Map<String, Value>>,
+        update: &mut Option<Update>,
+    ) -> Result<Option<Outcome>, Error> {
+        if rec.client_id != client_id {
+            if !current {
+                return Ok(None);
+            }
+            // RFC 7592 §2.1: an unknown client means the token SHOULD be revoked. A token
+            // of another existing client is merely not valid here (SPEC §6a.6).
+            if !self.is_static(client_id) && self.store.client(client_id).await?.is_none() {
+                self.revoke_on_unknown_client(rec, digest, cert).await?;
+            }
+            return Err(invalid_token("the token is not valid for this client"));
+        }
+        let now = self.now();
+        let presented = check_presented(&self.settings, rec, digest, cert, delete, now)?;
+        // The body is judged only after the token and certificate checks: a caller without
+        // a valid token learns nothing about how its body would fare.
+        if let Some(body) = body.take() {
+            *update = Some(self.prepare_update(rec, body)?);
+        }
+        let fresh = Fresh::draw();
+        let (commit, reply) = decide_self(
+            &self.settings,
+            rec,
+            presented,
+            update.as_ref(),
+            delete,
+            cert,
+            token,
+            &fresh,
+            now,
+        )?;
+        if !current && matches!(commit, Commit::Nothing) {
+            // Only a compare-and-set proves such a record current, and there is none.
+            return Ok(None);
+        }
+        match self.commit(rec, commit).await {
+            Ok(()) => Ok(Some(self.outcome(reply, now))),
+            Err(StoreError::Conflict) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Administrative management with a `dcrm` token: any registered client, no rotation.

@@ -33,7 +33,7 @@ type Fx = rustc_hash::FxBuildHasher;
 
 /// Keys that are SHA-256 digests are uniformly random already: folding their words is
 /// hash enough.
-type ByDigest = std::hash::BuildHasherDefault<DigestHasher>;
+pub(super) type ByDigest = std::hash::BuildHasherDefault<DigestHasher>;
 
 /// Hashes a digest by folding its 8-byte words.
 #[derive(Default)]

@@ -126,6 +126,16 @@ impl Store {
         each!(self, s => s.client_by_reg_token(digest).await)
     }
 
+    /// The record this node last committed for the registration token `digest`, if it
+    /// keeps one: possibly changed since by another node, so only for a decision that a
+    /// compare-and-set commits. The memory store keeps none (its look-up is as cheap).
+    pub fn recent_by_reg_token(&self, digest: &Digest) -> Option<Arc<ClientRecord>> {
+        match self {
+            Store::Memory(_) => None,
+            Store::Postgres(s) => s.recent_by_reg_token(digest),
+        }
+    }
+
     /// Inserts a new client; spends one use of `initial` with it (both or neither), and
     /// counts it against `quota` registrations per bound certificate.
     pub async fn register(

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dashmap::DashMap;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
@@ -28,6 +29,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::Row;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::memory::ByDigest;
 use super::seal::SealKey;
 use super::{codec, FoundToken, StoreError};
 use crate::clock::Clock;
@@ -349,7 +351,13 @@ pub struct PgStore {
     seal: Option<Arc<SealKey>>,
     health: Arc<Health>,
     clock: Arc<dyn Clock>,
+    /// The records this node last committed, by current registration token digest
+    /// ([`PgStore::recent_by_reg_token`]).
+    recent: DashMap<Digest, Arc<ClientRecord>, ByDigest>,
 }
+
+/// Records kept in `PgStore::recent` at most; a full cache starts over.
+const RECENT_MAX: usize = 16 * 1024;
 
 /// Why migrating failed.
 #[derive(Debug)]
@@ -456,7 +464,32 @@ impl PgStore {
             seal: seal.map(Arc::new),
             health,
             clock,
+            recent: DashMap::default(),
         })
+    }
+
+    /// The record this node last committed for the registration token `digest`, without
+    /// asking the database. Another node may have changed it since: it is only good for a
+    /// decision that a compare-and-set then commits (a stale one conflicts, and is
+    /// forgotten). A rotation served by the node that made the previous one thus costs one
+    /// round trip instead of two.
+    pub fn recent_by_reg_token(&self, digest: &Digest) -> Option<Arc<ClientRecord>> {
+        self.recent.get(digest).map(|r| r.value().clone())
+    }
+
+    /// Remembers `rec` as committed (unless its token is revoked).
+    fn remember(&self, rec: ClientRecord) {
+        if rec.reg_token.revoked {
+            return;
+        }
+        if self.recent.len() >= RECENT_MAX {
+            self.recent.clear();
+        }
+        self.recent.insert(rec.reg_token.digest, Arc::new(rec));
+    }
+
+    fn forget(&self, rec: &ClientRecord) {
+        self.recent.remove(&rec.reg_token.digest);
     }
 
     async fn conn(&self) -> Result<deadpool_postgres::Client, StoreError> {
@@ -557,11 +590,12 @@ impl PgStore {
         let Some(digest) = initial else {
             let stmt = c.prepare_cached(&insert).await.map_err(|e| self.sql(e))?;
             let n = c.execute(&stmt, &params).await.map_err(|e| self.sql(e))?;
-            return if n == 1 {
-                self.ok(())
-            } else {
-                Err(StoreError::Quota)
-            };
+            if n != 1 {
+                return Err(StoreError::Quota);
+            }
+            drop(params);
+            self.remember(client);
+            return self.ok(());
         };
         let tx = c.transaction().await.map_err(|e| self.sql(e))?;
         let now = self.clock.now() as i64;
@@ -584,6 +618,8 @@ impl PgStore {
             return Err(StoreError::Quota);
         }
         tx.commit().await.map_err(|e| self.sql(e))?;
+        drop(params);
+        self.remember(client);
         self.ok(())
     }
 
@@ -620,7 +656,12 @@ impl PgStore {
             )
             .await
             .map_err(|e| self.sql(e))?;
+        self.forget(old);
         if n == 1 {
+            self.remember(ClientRecord {
+                version: old.version + 1,
+                ..new
+            });
             self.ok(())
         } else {
             Err(StoreError::Conflict)
@@ -641,6 +682,7 @@ impl PgStore {
             .await
             .map_err(|e| self.sql(e))?;
         let version = old.version as i64;
+        self.forget(old);
         let row = c
             .query_one(&stmt, &[&old.client_id, &version])
             .await
