@@ -14,10 +14,9 @@ pub fn satisfies(rules: &ClientRules, cert: &ClientCertificate) -> Result<(), St
     match rules.auth {
         AuthMethod::TlsClientAuth => {
             let ok = match &rules.subject {
-                Some(SubjectRule::Dn(declared)) => declared
-                    .dn
-                    .as_ref()
-                    .is_some_and(|dn| dn.matches(&cert.subject_dn)),
+                Some(SubjectRule::Dn(declared)) => {
+                    declared.dn().is_some_and(|dn| dn.matches(&cert.subject_dn))
+                }
                 Some(SubjectRule::Dns(dns)) => {
                     cert.san.dns.iter().any(|d| d.eq_ignore_ascii_case(dns))
                 }

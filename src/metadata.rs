@@ -4,6 +4,8 @@
 //! Parsing takes the request's JSON object apart field by field; what is left (unknown
 //! fields, language-tagged variants) is kept verbatim and returned, as RFC 7591 §2 asks.
 
+use std::sync::OnceLock;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -239,33 +241,52 @@ pub enum SubjectRule {
 pub struct DeclaredDn {
     /// As declared.
     pub text: Box<str>,
-    /// Parsed; `None` for stored text this release cannot read (it then matches nothing).
-    pub dn: Option<crate::dn::Dn>,
+    /// Read from storage: parsed with `Dn::parse_legacy`.
+    stored: bool,
+    /// Parsed on first use; `None` for stored text this release cannot read (it then
+    /// matches nothing). A restore leaves it unparsed: parsing every declared DN was an
+    /// eighth of restoring a million clients, and most are not needed soon after a start.
+    parsed: OnceLock<Option<crate::dn::Dn>>,
 }
 
 impl DeclaredDn {
-    /// Parses `text`; stored text that no longer parses is kept and matches nothing.
+    /// Parses `text` at once (a registration checks it).
     pub fn new(text: &str) -> Self {
         Self {
             text: text.into(),
-            dn: crate::dn::Dn::parse(text),
+            stored: false,
+            parsed: OnceLock::from(crate::dn::Dn::parse(text)),
         }
     }
 
-    /// Stored text: as `new` reads it, and also the canonical form the previous release
-    /// stored (`Dn::parse_legacy`), so an upgrade strands no client.
+    /// Stored text, parsed when first used: as `new` reads it, and also the canonical form
+    /// the previous release stored (`Dn::parse_legacy`), so an upgrade strands no client.
     pub fn stored(text: &str) -> Self {
         Self {
             text: text.into(),
-            dn: crate::dn::Dn::parse_legacy(text),
+            stored: true,
+            parsed: OnceLock::new(),
         }
+    }
+
+    /// The parsed name, or `None` when the text is not one.
+    pub fn dn(&self) -> Option<&crate::dn::Dn> {
+        self.parsed
+            .get_or_init(|| {
+                if self.stored {
+                    crate::dn::Dn::parse_legacy(&self.text)
+                } else {
+                    crate::dn::Dn::parse(&self.text)
+                }
+            })
+            .as_ref()
     }
 }
 
 impl PartialEq for DeclaredDn {
     /// The same name, however it is spelled.
     fn eq(&self, other: &Self) -> bool {
-        self.dn.is_some() && self.dn == other.dn
+        self.dn().is_some() && self.dn() == other.dn()
     }
 }
 
@@ -495,7 +516,7 @@ impl ClientMetadata {
     pub fn rules(&self) -> Result<ClientRules, MetadataError> {
         let subject = if let Some(dn) = &self.tls_client_auth_subject_dn {
             let declared = DeclaredDn::new(dn);
-            if declared.dn.is_none() {
+            if declared.dn().is_none() {
                 return Err(invalid(format!(
                     "tls_client_auth_subject_dn {dn:?} is not an RFC 4514 distinguished name \
                      (attribute types by name, e.g. CN, O, organizationIdentifier, or dotted OID)"
@@ -745,6 +766,19 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_stored_declared_dn_is_parsed_when_first_used_as_a_new_one_is() {
+        let stored = DeclaredDn::stored("CN=client1, O=certgate dev");
+        let new = DeclaredDn::new("cn=client1,o=certgate dev");
+        assert_eq!(stored.dn(), new.dn());
+        assert!(stored.dn().is_some());
+        assert_eq!(stored, new);
+        // Stored text this release cannot read matches nothing, not even itself.
+        let unreadable = DeclaredDn::stored("not a DN");
+        assert!(unreadable.dn().is_none());
+        assert_ne!(unreadable, unreadable.clone());
+    }
 
     fn policy() -> Policy {
         Policy {

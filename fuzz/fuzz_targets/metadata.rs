@@ -46,6 +46,6 @@ fuzz_target!(|data: &[u8]| {
     // The declared DN is stored as declared, and parses.
     if let (Some(dn), Some(SubjectRule::Dn(declared))) = (dn, &rules.subject) {
         assert_eq!(&*declared.text, dn.as_str());
-        assert!(declared.dn.is_some());
+        assert!(declared.dn().is_some());
     }
 });
