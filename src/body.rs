@@ -79,7 +79,9 @@ impl RequestBody {
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Incoming) -> R) -> R {
-        // Never contended: one task polls a request body at a time.
+        // Held for one poll at a time: one task polls a request body, and the connection
+        // only asks `is_end_stream` once the answer is ready (a body still streaming to an
+        // upstream may make it wait for that one poll).
         match self.0.lock() {
             Ok(mut incoming) => f(&mut incoming),
             Err(poisoned) => f(&mut poisoned.into_inner()),

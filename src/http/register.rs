@@ -60,7 +60,9 @@ pub async fn manage(
     // settled before the body is read: a caller without a usable token learns nothing
     // about how its body would fare.
     let registry = &ctx.app.registry;
-    let kind = registry.token_kind(&token, cert.as_deref()).await?;
+    let kind = registry
+        .token_kind(&token, cert.as_deref(), req.method() == Method::PUT)
+        .await?;
     let op = match *req.method() {
         Method::GET => ManageOp::Read,
         Method::PUT => ManageOp::Update(

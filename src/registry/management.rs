@@ -286,14 +286,17 @@ fn decide_revoke(rec: &ClientRecord, digest: &Digest) -> Option<ClientRecord> {
 
 impl Registry {
     /// What `token` is at `/register/{..}`: a registration access token, or an access token
-    /// allowed to manage clients (401 / 403 otherwise).
+    /// allowed to manage clients (401 / 403 otherwise). `body`: the request carries one
+    /// (a PUT), to be read only after this answer.
     pub async fn token_kind(
         &self,
         token: &str,
         cert: Option<&ClientCertificate>,
+        body: bool,
     ) -> Result<TokenKind, Error> {
         let digest = secret::digest(token);
-        if let Some(rec) = self.store.recent_by_reg_token(&digest) {
+        // A request with a body reads it only once the token is known to be good.
+        if let Some(rec) = self.store.recent_by_reg_token(&digest).filter(|_| !body) {
             return Ok(TokenKind::Registration(Prefetched {
                 rec,
                 current: false,

@@ -343,6 +343,9 @@ async fn serve_http<I>(
         let conn = conn.clone();
         let activity = svc_activity.clone();
         async move {
+            if req.version() == http::Version::HTTP_2 {
+                activity.http2();
+            }
             let (parts, incoming) = http::Request::into_parts(req);
             let body = RequestBody::new(incoming);
             let watch = body.clone();

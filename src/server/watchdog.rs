@@ -46,6 +46,11 @@ pub struct Activity {
     head_since: AtomicU64,
     /// An answer went out before its request body had all arrived.
     body_left_unread: AtomicBool,
+    /// Bytes arrived while the current request was in flight (its body, or a pipelined
+    /// next request).
+    read_in_flight: AtomicBool,
+    /// A request came over HTTP/2 (the auto builder also takes prior-knowledge HTTP/2).
+    saw_http2: AtomicBool,
     /// Milliseconds since `start` the watchdog sleeps until: a change that moves the
     /// deadline before it wakes the watchdog (rarely: deadlines mostly move later).
     wake_at: AtomicU64,
@@ -65,6 +70,8 @@ impl Activity {
             idle_since: AtomicU64::new(0),
             head_since: AtomicU64::new(NONE),
             body_left_unread: AtomicBool::new(false),
+            read_in_flight: AtomicBool::new(false),
+            saw_http2: AtomicBool::new(false),
             wake_at: AtomicU64::new(NONE),
             earlier: Notify::new(),
         })
@@ -98,10 +105,14 @@ impl Activity {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.head_since.store(NONE, Ordering::Relaxed);
+        self.read_in_flight.store(false, Ordering::Relaxed);
         InFlight(self.clone())
     }
 
     fn on_read(&self) {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            self.read_in_flight.store(true, Ordering::Relaxed);
+        }
         if self.reads_start_heads
             && self.in_flight.load(Ordering::Relaxed) == 0
             && self.head_since.load(Ordering::Relaxed) == NONE
@@ -138,16 +149,24 @@ impl Activity {
         self.body_left_unread.store(true, Ordering::Relaxed);
     }
 
+    /// A request arrived over HTTP/2.
+    pub fn http2(&self) {
+        self.saw_http2.store(true, Ordering::Relaxed);
+    }
+
     /// Whether closing now cannot reset anything the client still sends: an HTTP/1
     /// connection that answered at least one request, read each request's body to its end,
-    /// and has neither a request in flight nor bytes of another head. Only then is the
-    /// linger skipped (nginx's `lingering_close on` decides the same way); an HTTP/2 peer
-    /// may still send frames, so it always lingers.
+    /// has no request in flight, and received nothing since its last request arrived whole
+    /// with its head (no body still coming, no pipelined or partial next head). Only then
+    /// is the linger skipped (nginx's `lingering_close on` decides much the same); an
+    /// HTTP/2 peer may still send frames, so it always lingers.
     fn closes_cleanly(&self) -> bool {
         self.reads_start_heads
+            && !self.saw_http2.load(Ordering::Relaxed)
             && self.requests.load(Ordering::Relaxed) > 0
             && self.in_flight.load(Ordering::SeqCst) == 0
             && self.head_since.load(Ordering::Relaxed) == NONE
+            && !self.read_in_flight.load(Ordering::Relaxed)
             && !self.body_left_unread.load(Ordering::Relaxed)
     }
 
@@ -334,6 +353,20 @@ mod tests {
         assert!(a.closes_cleanly());
         // An answer went out before its body had all arrived (a 413 to an upload).
         a.body_left_unread();
+        assert!(!a.closes_cleanly());
+
+        // Bytes arrived while a request was in flight: a body in several reads, or a
+        // pipelined next request hyper may not serve.
+        let a = http1();
+        let in_flight = a.begin();
+        a.on_read();
+        drop(in_flight);
+        assert!(!a.closes_cleanly());
+        // The next request arrived whole; it was answered.
+        drop(a.begin());
+        assert!(a.closes_cleanly());
+        // HTTP/2 without ALPN (prior knowledge) on a connection built as HTTP/1.
+        a.http2();
         assert!(!a.closes_cleanly());
 
         // HTTP/2: the peer may still send frames.

@@ -13,7 +13,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -354,10 +354,16 @@ pub struct PgStore {
     /// The records this node last committed, by current registration token digest
     /// ([`PgStore::recent_by_reg_token`]).
     recent: DashMap<Digest, Arc<ClientRecord>, ByDigest>,
+    /// Bytes of metadata remembered in `recent` since it last started over.
+    recent_bytes: AtomicUsize,
 }
 
 /// Records kept in `PgStore::recent` at most; a full cache starts over.
 const RECENT_MAX: usize = 16 * 1024;
+
+/// Metadata bytes remembered in `PgStore::recent` before it starts over: large clients
+/// (metadata up to `max_body_bytes` each) must not make it hold gigabytes.
+const RECENT_MAX_BYTES: usize = 16 << 20;
 
 /// Why migrating failed.
 #[derive(Debug)]
@@ -465,6 +471,7 @@ impl PgStore {
             health,
             clock,
             recent: DashMap::default(),
+            recent_bytes: AtomicUsize::new(0),
         })
     }
 
@@ -482,8 +489,12 @@ impl PgStore {
         if rec.reg_token.revoked {
             return;
         }
-        if self.recent.len() >= RECENT_MAX {
+        let bytes = rec.metadata.json.len() + 256;
+        if self.recent.len() >= RECENT_MAX
+            || self.recent_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes > RECENT_MAX_BYTES
+        {
             self.recent.clear();
+            self.recent_bytes.store(bytes, Ordering::Relaxed);
         }
         self.recent.insert(rec.reg_token.digest, Arc::new(rec));
     }
@@ -631,12 +642,15 @@ impl PgStore {
                 "UPDATE clients SET version = version + 1, metadata = $3, rules = $4, \
                  secret = $5, rat = $6, rat_iat = $7, rat_revoked = $8, grace_rat = $9, \
                  grace_at = $10, grace_sealed = $11 \
-                 WHERE client_id = $1 AND version = $2",
+                 WHERE client_id = $1 AND version = $2 AND rat = $12",
             )
             .await
             .map_err(|e| self.sql(e))?;
         let row = self.columns(&new);
         let version = old.version as i64;
+        // The token as well as the version: a database restored from a backup under
+        // running nodes reuses versions, and a node's copy of the record must not match then.
+        let old_rat = old.reg_token.digest.as_slice();
         let n = c
             .execute(
                 &stmt,
@@ -652,6 +666,7 @@ impl PgStore {
                     &row.grace_rat,
                     &row.grace_at,
                     &row.grace_sealed,
+                    &old_rat,
                 ],
             )
             .await
@@ -673,7 +688,8 @@ impl PgStore {
         let c = self.conn().await?;
         let stmt = c
             .prepare_cached(
-                "WITH d AS (DELETE FROM clients WHERE client_id = $1 AND version = $2 \
+                "WITH d AS (DELETE FROM clients \
+                            WHERE client_id = $1 AND version = $2 AND rat = $3 \
                             RETURNING bound), \
                       u AS (UPDATE cert_quota SET n = n - 1 FROM d \
                             WHERE cert_quota.thumbprint = d.bound RETURNING 1) \
@@ -684,7 +700,10 @@ impl PgStore {
         let version = old.version as i64;
         self.forget(old);
         let row = c
-            .query_one(&stmt, &[&old.client_id, &version])
+            .query_one(
+                &stmt,
+                &[&old.client_id, &version, &old.reg_token.digest.as_slice()],
+            )
             .await
             .map_err(|e| self.sql(e))?;
         if row.get::<_, i64>(0) == 1 {

@@ -298,8 +298,9 @@ pub fn counts(dir: &Path) -> Option<(u64, u64)> {
     let (records, _) = frame::decode(&head);
     let header = codec::decode_header(records.first()?)?;
     let (clients, tokens) = header.counts.filter(|_| header.generation == gen)?;
-    // Every record takes more than 16 bytes, whatever a damaged count claims.
-    Some((clients.min(len / 16), tokens.min(len / 16)))
+    // Every framed record takes more than 48 bytes: counts the file cannot hold are
+    // damage (which `recover` reports), not a size to reserve.
+    (clients.saturating_add(tokens) <= len / 48).then_some((clients, tokens))
 }
 
 /// Loads the newest snapshot and replays the journals after it, calling `apply` for each
