@@ -57,6 +57,13 @@ fn register(api: &mut Api) -> Reply {
     r
 }
 
+/// A GET of client `id` on `node` with `token`: it must rotate; the new token.
+fn rotate(node: &Gateway, id: &str, token: &str) -> String {
+    let r = node.api(Some("client1")).manage("GET", id, token).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.field("registration_access_token")
+}
+
 fn introspect(api: &mut Api, id: &str, secret: &str, token: &str) -> bool {
     let auth = common::basic_auth(id, secret);
     let r = api
@@ -316,21 +323,13 @@ fn a_node_never_answers_from_its_copy_of_a_record_the_other_node_changed() {
         reg.field("client_id"),
         reg.field("registration_access_token"),
     );
-    let r = a.api(Some("client1")).manage("GET", &id, &t0).unwrap();
-    assert_eq!(r.status, 200, "{}", r.text());
-    let t1 = r.field("registration_access_token");
-    let r = b.api(Some("client1")).manage("GET", &id, &t1).unwrap();
-    assert_eq!(r.status, 200, "{}", r.text());
-    let t2 = r.field("registration_access_token");
+    let t1 = rotate(&a, &id, &t0);
+    let t2 = rotate(&b, &id, &t1);
     let r = a.api(Some("client1")).manage("GET", &id, &t1).unwrap();
     assert_eq!(r.status, 401, "a replaced token worked again: {}", r.text());
-    let r = a.api(Some("client1")).manage("GET", &id, &t2).unwrap();
-    assert_eq!(r.status, 200, "{}", r.text());
-    let t3 = r.field("registration_access_token");
+    let t3 = rotate(&a, &id, &t2);
     // A DELETE on A with a token B rotated away deletes nothing.
-    let r = b.api(Some("client1")).manage("GET", &id, &t3).unwrap();
-    assert_eq!(r.status, 200, "{}", r.text());
-    let t4 = r.field("registration_access_token");
+    let t4 = rotate(&b, &id, &t3);
     let r = a.api(Some("client1")).manage("DELETE", &id, &t3).unwrap();
     assert_eq!(r.status, 401, "{}", r.text());
     let r = b.api(Some("client1")).manage("GET", &id, &t4).unwrap();

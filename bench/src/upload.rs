@@ -27,6 +27,31 @@ const TOTAL: u64 = 1 << 30;
 /// Size of each body frame the client sends.
 const CHUNK: usize = 256 * 1024;
 
+/// One set-up request on `setup`: POST `body` to `path`, and the answer's string `field`.
+async fn post_for(
+    setup: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    path: &str,
+    ty: &str,
+    body: String,
+    field: &str,
+) -> Result<String, Error> {
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(header::HOST, "localhost")
+        .header(header::CONTENT_TYPE, ty)
+        .body(Full::new(Bytes::from(body)))?;
+    // Wait until the connection can take the request (the last answer is done).
+    setup.ready().await?;
+    let resp = setup
+        .send_request(req)
+        .await
+        .map_err(|e| format!("POST {path}: {e}"))?;
+    let text = resp.into_body().collect().await?.to_bytes();
+    Ok(json_string_field(std::str::from_utf8(&text)?, field)
+        .ok_or_else(|| format!("POST {path}: no {field} in the answer"))?)
+}
+
 /// Registers a client, gets a token, then uploads 1 GiB through certgate's route to the
 /// upstream (which counts and discards it) while sampling certgate's RSS every 10 ms.
 pub fn route_upload(opts: &LoadOpts) -> Result<(), Error> {
@@ -87,33 +112,24 @@ fn measure(opts: &LoadOpts, server: &ServerProc) -> Result<Value, Error> {
         // Set-up: a tls_client_auth client and a token bound to this certificate.
         let (mut setup, conn) = hyper::client::conn::http1::handshake(connect().await?).await?;
         tokio::spawn(conn);
-        let post = |path: &str, ty: &str, body: String| {
-            Request::builder()
-                .method(Method::POST)
-                .uri(path)
-                .header(header::HOST, "localhost")
-                .header(header::CONTENT_TYPE, ty)
-                .body(Full::new(Bytes::from(body)))
-        };
         let reg = Value::Object(registration_body()).to_string();
-        setup.ready().await?;
-        let resp = setup
-            .send_request(post("/register", "application/json", reg)?)
-            .await
-            .map_err(|e| format!("registering: {e}"))?;
-        let text = resp.into_body().collect().await?.to_bytes();
-        let id = json_string_field(std::str::from_utf8(&text)?, "client_id")
-            .ok_or("registration failed")?;
+        let id = post_for(
+            &mut setup,
+            "/register",
+            "application/json",
+            reg,
+            "client_id",
+        )
+        .await?;
         let form = format!("grant_type=client_credentials&client_id={id}&scope=api%3Aread");
-        // Wait until the connection can take the next request (the last answer is done).
-        setup.ready().await?;
-        let resp = setup
-            .send_request(post("/token", "application/x-www-form-urlencoded", form)?)
-            .await
-            .map_err(|e| format!("getting a token: {e}"))?;
-        let text = resp.into_body().collect().await?.to_bytes();
-        let token =
-            json_string_field(std::str::from_utf8(&text)?, "access_token").ok_or("no token")?;
+        let token = post_for(
+            &mut setup,
+            "/token",
+            "application/x-www-form-urlencoded",
+            form,
+            "access_token",
+        )
+        .await?;
 
         // The upload, with certgate's RSS sampled meanwhile.
         let before = rss_kib_of(pid)?;
