@@ -100,6 +100,7 @@ where
         LogFormat::Text => filtered
             .with(
                 tracing_subscriber::fmt::layer()
+                    .event_format(TextLines::default())
                     .with_ansi(ansi)
                     .with_writer(writer),
             )
@@ -107,6 +108,147 @@ where
         LogFormat::Json => filtered
             .with(tracing_subscriber::fmt::layer().json().with_writer(writer))
             .into(),
+    }
+}
+
+/// The target of the access log: one line per request.
+pub const ACCESS_TARGET: &str = "certgate::access";
+
+/// `tracing_subscriber`'s default text line, written directly for access-log lines.
+///
+/// There is one access line per request, so its cost is paid on every request: the default
+/// formatter spent about as much on it as certgate's whole routing does (styling wrappers
+/// even without colour, a timestamp computed from scratch, span lookups). An access line
+/// without colour and outside any span is written here, byte for byte as the default
+/// formatter would; anything else goes to the default formatter.
+#[derive(Default)]
+struct TextLines {
+    full: tracing_subscriber::fmt::format::Format,
+}
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for TextLines
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let meta = event.metadata();
+        if meta.target() != ACCESS_TARGET
+            || writer.has_ansi_escapes()
+            || ctx.event_scope().is_some()
+        {
+            return self.full.format_event(ctx, writer, event);
+        }
+        write_timestamp(&mut writer)?;
+        writer.write_str(match *meta.level() {
+            tracing::Level::TRACE => " TRACE ",
+            tracing::Level::DEBUG => " DEBUG ",
+            tracing::Level::INFO => "  INFO ",
+            tracing::Level::WARN => "  WARN ",
+            tracing::Level::ERROR => " ERROR ",
+        })?;
+        writer.write_str(meta.target())?;
+        writer.write_str(": ")?;
+        let mut fields = PlainFields {
+            writer: &mut writer,
+            first: true,
+            result: Ok(()),
+        };
+        event.record(&mut fields);
+        fields.result?;
+        writer.write_char('\n')
+    }
+}
+
+/// `SystemTime::now()` as `tracing_subscriber` writes it (`2026-11-30T10:18:12.901891Z`);
+/// the part up to the second is formatted once per second per thread.
+fn write_timestamp(w: &mut impl std::fmt::Write) -> std::fmt::Result {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let mut micros = [b'.', b'0', b'0', b'0', b'0', b'0', b'0', b'Z'];
+    let mut n = since.subsec_micros();
+    for digit in micros[1..7].iter_mut().rev() {
+        *digit = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    SECOND.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != secs {
+            let text = humantime::format_rfc3339_seconds(now).to_string();
+            cached.1 = text.trim_end_matches('Z').to_owned();
+            cached.0 = secs;
+        }
+        w.write_str(&cached.1)
+    })?;
+    // Only ASCII digits and punctuation were written into `micros`.
+    w.write_str(std::str::from_utf8(&micros).unwrap_or(".000000Z"))
+}
+
+/// `tracing_subscriber`'s default field text (`name=value`, strings quoted as `Debug`
+/// quotes them), without its styling wrappers.
+struct PlainFields<'a, W> {
+    writer: &'a mut W,
+    first: bool,
+    result: std::fmt::Result,
+}
+
+impl<W: std::fmt::Write> PlainFields<'_, W> {
+    /// Writes the separator and `name=`; `false` for a field the default format omits.
+    fn name(&mut self, field: &tracing::field::Field) -> bool {
+        let name = field.name();
+        if self.result.is_err() || name.starts_with("log.") {
+            return false;
+        }
+        if !self.first {
+            self.result = self.writer.write_char(' ');
+        }
+        self.first = false;
+        if name != "message" {
+            let name = name.strip_prefix("r#").unwrap_or(name);
+            self.result = self
+                .result
+                .and_then(|()| self.writer.write_str(name))
+                .and_then(|()| self.writer.write_char('='));
+        }
+        self.result.is_ok()
+    }
+}
+
+impl<W: std::fmt::Write> tracing::field::Visit for PlainFields<'_, W> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if !self.name(field) {
+            return;
+        }
+        // `Debug` escapes nothing else in printable ASCII, and is slower to ask.
+        let plain = value
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+        self.result = if plain {
+            self.writer
+                .write_char('"')
+                .and_then(|()| self.writer.write_str(value))
+                .and_then(|()| self.writer.write_char('"'))
+        } else {
+            write!(self.writer, "{value:?}")
+        };
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if self.name(field) {
+            self.result = write!(self.writer, "{value:?}");
+        }
     }
 }
 
@@ -283,6 +425,56 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn an_access_line_is_the_line_the_default_formatter_writes() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        let ours = Sink::default();
+        let theirs = Sink::default();
+        let (o, t) = (ours.clone(), theirs.clone());
+        let fast = dispatch(Some("info"), LogFormat::Text, false, move || o.clone());
+        let default: tracing::Dispatch = tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(move || t.clone()),
+            )
+            .into();
+        let emit = || {
+            let peer: std::net::SocketAddr = ([127, 0, 0, 1], 43568).into();
+            tracing::info!(
+                target: ACCESS_TARGET,
+                method = %http::Method::GET,
+                path = %"/register/abc",
+                status = 200u16,
+                latency_us = 43u64,
+                client_id = "",
+                thumbprint = "q\"uo\\te\u{e9}\t",
+                peer = %peer,
+            );
+            tracing::info!(target: ACCESS_TARGET, r#type = "raw", "with a message {}", 7);
+            let span = tracing::info_span!("conn", id = 3);
+            span.in_scope(|| tracing::info!(target: ACCESS_TARGET, status = 404u16));
+            tracing::warn!(target: "certgate::other", reason = "x", "not an access line");
+        };
+        tracing::dispatcher::with_default(&fast, emit);
+        tracing::dispatcher::with_default(&default, emit);
+        let text = |s: &Sink| String::from_utf8(s.0.lock().unwrap().clone()).unwrap();
+        let (ours, theirs) = (text(&ours), text(&theirs));
+        assert_eq!(ours.lines().count(), 4, "{ours}");
+        // 2026-11-30T10:18:12.901891Z
+        fn stamp(l: &str) -> (bool, u8, u8, u8) {
+            let b = l.as_bytes();
+            (b.len() > 27, b[10], b[19], b[26])
+        }
+        for (a, b) in ours.lines().zip(theirs.lines()) {
+            assert_eq!(stamp(a), (true, b'T', b'.', b'Z'), "{a}");
+            assert_eq!(stamp(b), (true, b'T', b'.', b'Z'), "{b}");
+            assert_eq!(a[27..], b[27..]);
+        }
+        assert!(ours.contains(r#"thumbprint="q\"uo\\teé\t""#), "{ours}");
     }
 
     #[test]

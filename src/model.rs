@@ -12,7 +12,8 @@ use crate::secret::Digest;
 /// One dynamically registered client.
 #[derive(Debug, Clone)]
 pub struct ClientRecord {
-    pub client_id: String,
+    /// Shared with the store's indexes: one allocation per client.
+    pub client_id: Arc<str>,
     /// Bumped by every committed change: the compare-and-set key.
     pub version: u64,
     /// `client_id_issued_at`.

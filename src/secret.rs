@@ -22,15 +22,47 @@ pub fn encode(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// `N` bytes from the OS RNG in one system call (callers that need several values draw
-/// them together).
+/// `N` bytes from the OS RNG.
 pub fn random<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     fill(&mut bytes);
     bytes
 }
 
+/// Bytes are read from the OS RNG in blocks of this size and handed out once each: a
+/// `getrandom` call per credential cost as much as the rest of issuing an access token.
+const POOL_BYTES: usize = 4096;
+
+/// One thread's unused OS random bytes: `pool[used..]`.
+struct Pool {
+    bytes: Box<[u8; POOL_BYTES]>,
+    used: usize,
+}
+
 fn fill(buf: &mut [u8]) {
+    thread_local! {
+        static POOL: std::cell::RefCell<Pool> = std::cell::RefCell::new(Pool {
+            bytes: Box::new([0; POOL_BYTES]),
+            used: POOL_BYTES,
+        });
+    }
+    if buf.len() > POOL_BYTES / 8 {
+        return os_fill(buf);
+    }
+    POOL.with_borrow_mut(|pool| {
+        if POOL_BYTES - pool.used < buf.len() {
+            os_fill(&mut pool.bytes[..]);
+            pool.used = 0;
+        }
+        let taken = &mut pool.bytes[pool.used..pool.used + buf.len()];
+        buf.copy_from_slice(taken);
+        // Handed out once: the copy left behind is wiped, never reused.
+        taken.fill(0);
+        pool.used += buf.len();
+    });
+}
+
+fn os_fill(buf: &mut [u8]) {
     // The OS RNG failing is not something to limp on with weaker randomness.
     #[allow(clippy::expect_used)]
     getrandom::fill(buf).expect("the operating system's random number generator failed");
@@ -79,6 +111,20 @@ mod tests {
         assert_ne!(a, b);
         assert!(well_formed(&a));
         assert_eq!(URL_SAFE_NO_PAD.decode(&a).unwrap().len(), 32);
+    }
+
+    #[test]
+    fn pooled_draws_are_never_handed_out_twice_across_refills() {
+        // 80-byte draws do not divide the pool: refills leave a tail, and must skip it.
+        let draws: Vec<[u8; 80]> = (0..2000).map(|_| random::<80>()).collect();
+        let distinct: std::collections::HashSet<_> = draws.iter().collect();
+        assert_eq!(distinct.len(), draws.len());
+        for d in &draws {
+            // A wiped (reused) slice would read as zeros.
+            assert!(d.chunks(16).all(|c| c.iter().any(|&b| b != 0)), "{d:?}");
+        }
+        let big = random::<1024>();
+        assert!(big.iter().filter(|&&b| b == 0).count() < 64);
     }
 
     #[test]

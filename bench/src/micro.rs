@@ -31,7 +31,7 @@ pub fn micro(opts: &MicroOpts) -> Result<(), Error> {
         .map_err(|e| format!("registration failed: {e:?}"))?;
     let metadata = resp.metadata.clone();
     let record = certgate::store::Change::Client(Box::new(certgate::model::ClientRecord {
-        client_id: resp.client_id.clone(),
+        client_id: resp.client_id.as_str().into(),
         version: 0,
         issued_at: resp.client_id_issued_at,
         metadata: metadata.clone(),

@@ -50,11 +50,18 @@ pub struct Conn {
     /// The proxy certificate's verdict and the TLS generation it was reached under: a chain
     /// is verified once per connection, not per request, until a reload.
     pub proxy_verdict: std::sync::Mutex<Option<(u64, Result<(), String>)>>,
+    /// `peer` as the access log writes it, formatted for the connection's first line.
+    pub peer_text: std::sync::OnceLock<String>,
 }
 
 // === impl Conn ===
 
 impl Conn {
+    /// The peer address as text (formatted once per connection, not once per request).
+    pub fn peer_text(&self) -> &str {
+        self.peer_text.get_or_init(|| self.peer.to_string())
+    }
+
     /// Whether this peer's certificate header is believed (SPEC §1): the proxy listener, a
     /// peer address inside `proxy.trusted_proxies` and, with `proxy.trusted_proxy_subjects`,
     /// a verified certificate with a listed subject (judged under the TLS files in force
@@ -135,14 +142,14 @@ pub async fn handle(
         _ => "",
     };
     tracing::info!(
-        target: "certgate::access",
+        target: crate::logging::ACCESS_TARGET,
         method = %method,
         path = %path,
         status = resp.status().as_u16(),
         latency_us = start.elapsed().as_micros() as u64,
         client_id = ctx.client_id.as_deref().unwrap_or(""),
         thumbprint,
-        peer = %conn.peer,
+        peer = %conn.peer_text(),
     );
     Ok(resp)
 }

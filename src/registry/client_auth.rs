@@ -10,7 +10,7 @@ use super::{Error, Registry, StaticClient};
 use crate::cert_match;
 use crate::config;
 use crate::identity::ClientCertificate;
-use crate::metadata::{AuthMethod, ClientMetadata, ClientRules, Policy};
+use crate::metadata::{AuthMethod, ClientMetadata, ClientRules, Policy, Registered};
 use crate::secret;
 
 /// The credentials a request carried, as the HTTP layer found them.
@@ -48,9 +48,17 @@ pub struct Authenticated {
     pub is_static: bool,
     /// May introspect and revoke any token.
     pub introspect: bool,
-    pub rules: Arc<ClientRules>,
+    /// Its metadata, shared with its record: nothing is copied per request.
+    pub metadata: Arc<Registered>,
     /// Authenticated with a certificate (so its tokens are bound to it).
     pub via_certificate: bool,
+}
+
+impl Authenticated {
+    /// The rules the client registered (or the operator configured).
+    pub fn rules(&self) -> &ClientRules {
+        &self.metadata.rules
+    }
 }
 
 /// Builds the in-registry form of a `[[clients]]` entry.
@@ -84,15 +92,15 @@ pub(super) fn static_client(c: &config::StaticClient) -> Result<StaticClient, St
         allowed_scopes: Vec::new(),
         reserved_scopes: Vec::new(),
     };
-    let rules = ClientMetadata::parse(m, &policy)
-        .and_then(|meta| meta.rules())
+    let metadata = ClientMetadata::parse(m, &policy)
+        .and_then(ClientMetadata::into_registered)
         .map_err(|e| e.to_string())?;
     let secret = match &c.client_secret_sha256 {
         Some(hex) => Some(secret::from_hex(hex).ok_or("client_secret_sha256: not 64 hex digits")?),
         None => None,
     };
     Ok(StaticClient {
-        rules,
+        metadata: Arc::new(metadata),
         secret,
         introspect: c.introspect,
     })
@@ -128,10 +136,10 @@ impl Registry {
         };
         let unknown = || Error::InvalidClient("client authentication failed".into());
         let (metadata, secret_digest, is_static, introspect) = match self.statics.get(&client_id) {
-            Some(s) => (Arc::new(s.rules.clone()), s.secret, true, s.introspect),
+            Some(s) => (s.metadata.clone(), s.secret, true, s.introspect),
             None => {
                 let c = self.store.client(&client_id).await?.ok_or_else(unknown)?;
-                (Arc::new(c.metadata.rules.clone()), c.secret, false, false)
+                (c.metadata.clone(), c.secret, false, false)
             }
         };
         let secret_ok = |presented: &Option<String>| -> bool {
@@ -140,7 +148,7 @@ impl Registry {
                 _ => false,
             }
         };
-        let method = metadata.auth;
+        let method = metadata.rules.auth;
         let via_certificate = matches!(
             method,
             AuthMethod::TlsClientAuth | AuthMethod::SelfSignedTlsClientAuth
@@ -154,13 +162,13 @@ impl Registry {
                 creds.basic.is_none()
                     && creds.client_secret.is_none()
                     && cert.is_some_and(|c| {
-                        c.chain_verified && cert_match::satisfies(&metadata, c).is_ok()
+                        c.chain_verified && cert_match::satisfies(&metadata.rules, c).is_ok()
                     })
             }
             AuthMethod::SelfSignedTlsClientAuth => {
                 creds.basic.is_none()
                     && creds.client_secret.is_none()
-                    && cert.is_some_and(|c| cert_match::satisfies(&metadata, c).is_ok())
+                    && cert.is_some_and(|c| cert_match::satisfies(&metadata.rules, c).is_ok())
             }
             AuthMethod::None => false,
         };
@@ -171,7 +179,7 @@ impl Registry {
             client_id,
             is_static,
             introspect,
-            rules: metadata,
+            metadata,
             via_certificate,
         })
     }

@@ -379,7 +379,7 @@ impl Registry {
         body: &mut Option<Map<String, Value>>,
         update: &mut Option<Update>,
     ) -> Result<Option<Outcome>, Error> {
-        if rec.client_id != client_id {
+        if *rec.client_id != *client_id {
             if !current {
                 return Ok(None);
             }
@@ -511,7 +511,7 @@ impl Registry {
         client: &ClientRecord,
         mut body: Map<String, Value>,
     ) -> Result<Update, Error> {
-        let client_id = client.client_id.as_str();
+        let client_id: &str = &client.client_id;
         let bad = |msg: String| Error::Metadata(MetadataError::ClientMetadata(msg));
         for field in [
             "registration_access_token",
@@ -604,7 +604,12 @@ fn check_update_against(
 
 /// Replaces the metadata (values replace, never merge) and keeps the secret in step with
 /// the auth method; returns a newly issued secret, if any.
-fn apply_update(client: &mut ClientRecord, metadata: Registered, fresh: &Fresh) -> Option<String> {
+fn apply_update(
+    client: &mut ClientRecord,
+    mut metadata: Registered,
+    fresh: &Fresh,
+) -> Option<String> {
+    metadata.rules.release_parsed();
     let needs_secret = metadata.rules.uses_secret();
     client.metadata = Arc::new(metadata);
     match (needs_secret, client.secret.is_some()) {

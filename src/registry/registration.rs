@@ -68,15 +68,16 @@ fn decide(
     // A statement's claims win over the body's, then the whole is judged like any body: a
     // statement cannot grant a reserved scope or skip the certificate rules.
     apply_statement(settings, issuers, &mut body, None, now)?;
-    let metadata = ClientMetadata::parse(body, &settings.policy)?.into_registered()?;
+    let mut metadata = ClientMetadata::parse(body, &settings.policy)?.into_registered()?;
     if let Some(cert) = cert {
         if settings.require_matching_certificate {
             cert_match::satisfies(&metadata.rules, cert).map_err(MetadataError::ClientMetadata)?;
         }
     }
+    metadata.rules.release_parsed();
     let uses_secret = metadata.rules.uses_secret();
     let client = ClientRecord {
-        client_id: fresh.client_id(),
+        client_id: fresh.client_id().into(),
         version: 0,
         issued_at: now,
         metadata: Arc::new(metadata),
@@ -124,7 +125,7 @@ impl Registry {
         let uses_secret = client.secret.is_some();
         let response = ClientResponse {
             registration_client_uri: self.client_uri(&client.client_id),
-            client_id: client.client_id.clone(),
+            client_id: client.client_id.to_string(),
             client_id_issued_at: now,
             client_secret: uses_secret.then_some(fresh.secret),
             client_secret_expires_at: uses_secret.then_some(0),

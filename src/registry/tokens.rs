@@ -90,7 +90,7 @@ fn decide_grant(
             )))
         }
     }
-    if !client.rules.client_credentials {
+    if !client.rules().client_credentials {
         return Err(Error::UnauthorizedClient(
             "the client is not registered for the client_credentials grant".into(),
         ));
@@ -98,7 +98,7 @@ fn decide_grant(
     // The reserved scopes belong to static clients, whatever a registered client has
     // stored (SPEC §6a.25): they are never part of what it may be granted.
     let registered: Vec<&str> = client
-        .rules
+        .rules()
         .scope_tokens()
         .filter(|t| client.is_static || (*t != s.dcrm_scope && *t != s.initial_access_scope))
         .collect();
@@ -124,7 +124,7 @@ fn decide_grant(
     let cnf = if initial {
         // Handed to the registering client: never bound (SPEC §6a.8).
         None
-    } else if client.via_certificate || client.rules.bound_tokens {
+    } else if client.via_certificate || client.rules().bound_tokens {
         match cert {
             Some(c) => Some(c.sha256),
             None => return Err(Error::InvalidRequest(

@@ -245,6 +245,7 @@ async fn accept_loop(
                         tls: None,
                         proxy_chain: Vec::new(),
                         proxy_verdict: Default::default(),
+                        peer_text: Default::default(),
                     };
                     let limits = &app.config.limits;
                     let activity =
@@ -293,6 +294,7 @@ async fn serve_tls(
         tls: None,
         proxy_chain: Vec::new(),
         proxy_verdict: Default::default(),
+        peer_text: Default::default(),
     };
     if kind == Listener::Proxy {
         // The proxy's own certificate only decides whether it is believed (`Conn::trusted_proxy`).

@@ -113,7 +113,7 @@ fn token_fields(w: &mut Writer<'_>, token: &AccessToken) {
 
 fn read_client(r: &mut Reader<'_>) -> Result<ClientRecord, String> {
     Ok(ClientRecord {
-        client_id: r.string()?,
+        client_id: r.string()?.into(),
         version: 0,
         issued_at: r.u64()?,
         secret: r.opt32()?,

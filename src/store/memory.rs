@@ -338,7 +338,7 @@ impl MemoryStore {
         let mut settled = pin!(settled);
         settled.as_mut().enable();
         let previous = {
-            let Some(mut slot) = maps.clients.get_mut(old.client_id.as_str()) else {
+            let Some(mut slot) = maps.clients.get_mut(&*old.client_id) else {
                 return Err(StoreError::Conflict);
             };
             if slot.rec.version != old.version {
@@ -364,7 +364,7 @@ impl MemoryStore {
         let change = || match &new {
             Some(n) => Change::Client(Box::new(n.clone())),
             None => Change::Delete {
-                id: old.client_id.clone(),
+                id: old.client_id.to_string(),
             },
         };
         let apply_maps = maps.clone();
@@ -377,7 +377,7 @@ impl MemoryStore {
                     (true, Some(n)) => apply_maps.update_client(&previous, n),
                     (true, None) => apply_maps.remove_client(&id),
                     (false, _) => {
-                        if let Some(mut slot) = apply_maps.clients.get_mut(id.as_str()) {
+                        if let Some(mut slot) = apply_maps.clients.get_mut(&*id) {
                             slot.pending = false;
                         }
                     }
@@ -599,11 +599,7 @@ impl Maps {
     }
 
     fn upsert_recovered(&self, client: ClientRecord) {
-        match self
-            .clients
-            .get(client.client_id.as_str())
-            .map(|s| s.rec.clone())
-        {
+        match self.clients.get(&*client.client_id).map(|s| s.rec.clone()) {
             Some(previous) => {
                 let mut client = client;
                 client.version = previous.version + 1;
@@ -640,7 +636,7 @@ impl Maps {
 
     /// A registration is durable: make it visible (its quota slot is already counted).
     fn insert_client(&self, client: ClientRecord) {
-        let id: Arc<str> = Arc::from(client.client_id.as_str());
+        let id = client.client_id.clone();
         for d in live_digests(&client) {
             self.reg_index.insert(d, id.clone());
         }
@@ -656,7 +652,7 @@ impl Maps {
     /// A change is durable: `new` replaces `previous`.
     fn update_client(&self, previous: &ClientRecord, new: ClientRecord) {
         let (before, after) = (live_digests(previous), live_digests(&new));
-        if let Some(mut slot) = self.clients.get_mut(new.client_id.as_str()) {
+        if let Some(mut slot) = self.clients.get_mut(&*new.client_id) {
             let id = slot.key().clone();
             for d in before.iter().filter(|d| !after.contains(d)) {
                 self.reg_index.remove(d);

@@ -651,11 +651,12 @@ impl PgStore {
         // The token as well as the version: a database restored from a backup under
         // running nodes reuses versions, and a node's copy of the record must not match then.
         let old_rat = old.reg_token.digest.as_slice();
+        let id: &str = &old.client_id;
         let n = c
             .execute(
                 &stmt,
                 &[
-                    &old.client_id,
+                    &id,
                     &version,
                     &row.metadata,
                     &row.rules,
@@ -699,11 +700,9 @@ impl PgStore {
             .map_err(|e| self.sql(e))?;
         let version = old.version as i64;
         self.forget(old);
+        let id: &str = &old.client_id;
         let row = c
-            .query_one(
-                &stmt,
-                &[&old.client_id, &version, &old.reg_token.digest.as_slice()],
-            )
+            .query_one(&stmt, &[&id, &version, &old.reg_token.digest.as_slice()])
             .await
             .map_err(|e| self.sql(e))?;
         if row.get::<_, i64>(0) == 1 {
@@ -950,7 +949,7 @@ impl PgStore {
             _ => None,
         };
         Ok(ClientRecord {
-            client_id,
+            client_id: client_id.into(),
             version: r.get::<_, i64>(1) as u64,
             issued_at: r.get::<_, i64>(2) as u64,
             metadata: Arc::new(Registered {
@@ -1001,7 +1000,7 @@ impl Columns {
             )
         });
         Self {
-            client_id: rec.client_id.clone(),
+            client_id: rec.client_id.to_string(),
             version: rec.version as i64,
             issued_at: rec.issued_at as i64,
             metadata: rec.metadata.json.to_string(),
