@@ -169,6 +169,14 @@ async fn drain(config: &Config, body: &RequestBody) {
     let _ = tokio::time::timeout(wait, Limited::new(body.clone(), limit).collect()).await;
 }
 
+/// The request target's length as `Uri` displays it, without formatting it.
+fn target_len(uri: &http::Uri) -> usize {
+    uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path().len()
+        + uri.query().map_or(0, |q| q.len() + 1)
+}
+
 /// How long an unread request body may delay an answer (`drain`).
 const DRAIN_WAIT: Duration = Duration::from_secs(1);
 
@@ -178,7 +186,7 @@ const DRAIN_WAIT: Duration = Duration::from_secs(1);
 fn check_head(config: &Config, req: &Request<RequestBody>) -> Result<(), ApiError> {
     let limit = config.limits.max_header_bytes as usize;
     // Counted as HTTP/1.1 would send it: request line, then "name: value\r\n" each.
-    let mut size = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let mut size = req.method().as_str().len() + target_len(req.uri()) + 12;
     for (name, value) in req.headers() {
         size += name.as_str().len() + value.len() + 4;
     }
@@ -577,4 +585,25 @@ fn raw_json(status: StatusCode, bytes: Bytes, no_store: bool) -> Response<Body> 
         h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_target_is_measured_as_it_is_displayed() {
+        for target in [
+            "/register",
+            "/register/abc?x=1&y=%20",
+            "https://gw.example:8443/token?a",
+            "http://gw.example/",
+            "gw.example:443",
+            "*",
+            "/?",
+        ] {
+            let uri: http::Uri = target.parse().unwrap();
+            assert_eq!(target_len(&uri), uri.to_string().len(), "{target}");
+        }
+    }
 }
