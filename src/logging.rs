@@ -389,6 +389,11 @@ impl<W: std::fmt::Write> tracing::field::Visit for PlainFields<'_, W> {
         if !self.name(field) {
             return;
         }
+        if field.name() == "message" {
+            // A message is written as it is, never quoted.
+            self.result = self.writer.write_str(value);
+            return;
+        }
         // `Debug` escapes nothing else in printable ASCII, and is slower to ask.
         let plain = value
             .bytes()
@@ -623,6 +628,7 @@ mod tests {
                 "with a message {}",
                 7
             );
+            tracing::info!(target: ACCESS_TARGET, message = "a \"str\" message", n = 1u8);
             let span = tracing::info_span!("conn", id = 3);
             span.in_scope(|| tracing::info!(target: ACCESS_TARGET, status = 404u16));
             tracing::warn!(target: "certgate::other", reason = "x", "not an access line");
@@ -641,7 +647,7 @@ mod tests {
             (b.len() > 27, b[10], b[19], b[26])
         }
         let (ours, theirs) = both_ways(LogFormat::Text);
-        assert_eq!(ours.lines().count(), 4, "{ours}");
+        assert_eq!(ours.lines().count(), 5, "{ours}");
         for (a, b) in ours.lines().zip(theirs.lines()) {
             assert_eq!(stamp(a), (true, b'T', b'.', b'Z'), "{a}");
             assert_eq!(stamp(b), (true, b'T', b'.', b'Z'), "{b}");
@@ -653,7 +659,7 @@ mod tests {
         );
 
         let (ours, theirs) = both_ways(LogFormat::Json);
-        assert_eq!(ours.lines().count(), 4, "{ours}");
+        assert_eq!(ours.lines().count(), 5, "{ours}");
         for (a, b) in ours.lines().zip(theirs.lines()) {
             let mut a: serde_json::Value = serde_json::from_str(a).unwrap();
             let mut b: serde_json::Value = serde_json::from_str(b).unwrap();
