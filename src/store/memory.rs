@@ -56,6 +56,18 @@ impl std::hash::Hasher for DigestHasher {
     fn write_usize(&mut self, _: usize) {}
 }
 
+/// The registration-token index's key: the first half of a token digest. The index only
+/// points at a client, and the client's record, holding the whole digest, decides
+/// ([`MemoryStore::client_by_reg_token`]); half a digest (128 bits of a server-drawn random
+/// token's hash) keeps two live tokens apart as surely, in a slot 16 bytes smaller.
+type IndexKey = [u8; 16];
+
+fn index_key(digest: &Digest) -> IndexKey {
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
+    key
+}
+
 /// A client's committed record, and whether a change to it is on its way to disk.
 struct Slot {
     rec: Arc<ClientRecord>,
@@ -73,7 +85,7 @@ struct Maps {
     // One allocation of each client id, shared by both maps.
     clients: DashMap<Arc<str>, Slot, Fx>,
     /// Registration token digest (current, or just replaced in grace) → client id.
-    reg_index: DashMap<Digest, Arc<str>, ByDigest>,
+    reg_index: DashMap<IndexKey, Arc<str>, ByDigest>,
     tokens: DashMap<Digest, TokenSlot, ByDigest>,
     /// Each client's access tokens, oldest first (`tokens.max_active_per_client`).
     issued: DashMap<String, VecDeque<(u64, Digest)>, Fx>,
@@ -239,10 +251,12 @@ impl MemoryStore {
         &self,
         digest: &Digest,
     ) -> Result<Option<Arc<ClientRecord>>, StoreError> {
-        let Some(id) = self.maps.reg_index.get(digest).map(|e| e.value().clone()) else {
+        let key = index_key(digest);
+        let Some(id) = self.maps.reg_index.get(&key).map(|e| e.value().clone()) else {
             return Ok(None);
         };
-        self.client(&id).await
+        let rec = self.client(&id).await?;
+        Ok(rec.filter(|r| answers_to(r, digest)))
     }
 
     /// Inserts a new client, spending one use of `initial` with it.
@@ -638,7 +652,7 @@ impl Maps {
     fn insert_client(&self, client: ClientRecord) {
         let id = client.client_id.clone();
         for d in live_digests(&client) {
-            self.reg_index.insert(d, id.clone());
+            self.reg_index.insert(index_key(&d), id.clone());
         }
         self.clients.insert(
             id,
@@ -655,10 +669,11 @@ impl Maps {
         if let Some(mut slot) = self.clients.get_mut(&*new.client_id) {
             let id = slot.key().clone();
             for d in before.iter().filter(|d| !after.contains(d)) {
-                self.reg_index.remove(d);
+                self.reg_index
+                    .remove_if(&index_key(d), |_, owner| *owner == id);
             }
             for d in after.iter().filter(|d| !before.contains(d)) {
-                self.reg_index.insert(*d, id.clone());
+                self.reg_index.insert(index_key(d), id.clone());
             }
             slot.rec = Arc::new(new);
             slot.pending = false;
@@ -670,7 +685,8 @@ impl Maps {
     fn remove_client(&self, id: &str) {
         if let Some((_, slot)) = self.clients.remove(id) {
             for d in live_digests(&slot.rec) {
-                self.reg_index.remove(&d);
+                self.reg_index
+                    .remove_if(&index_key(&d), |_, owner| **owner == *id);
             }
             if let Some(sha) = slot.rec.bound {
                 self.unbind(&sha);
@@ -716,6 +732,12 @@ impl Maps {
     }
 }
 
+/// Whether `digest` is one of [`live_digests`] (without collecting them).
+fn answers_to(c: &ClientRecord, digest: &Digest) -> bool {
+    (!c.reg_token.revoked && c.reg_token.digest == *digest)
+        || c.grace.as_ref().is_some_and(|g| g.replaced == *digest)
+}
+
 /// The registration token digests a record answers to: the current one unless revoked, and
 /// the just-replaced one while in grace.
 fn live_digests(c: &ClientRecord) -> Vec<Digest> {
@@ -727,4 +749,74 @@ fn live_digests(c: &ClientRecord) -> Vec<Digest> {
         out.push(g.replaced);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::{AuthMethod, ClientRules, Registered};
+    use crate::model::RegToken;
+
+    fn client(id: &str, digest: Digest) -> ClientRecord {
+        ClientRecord {
+            client_id: id.into(),
+            version: 0,
+            issued_at: 1,
+            metadata: Arc::new(Registered {
+                json: "{}".into(),
+                rules: ClientRules {
+                    auth: AuthMethod::TlsClientAuth,
+                    client_credentials: false,
+                    scope: None,
+                    subject: None,
+                    x5c: Box::new([]),
+                    jwks_uri: false,
+                    bound_tokens: false,
+                },
+            }),
+            secret: None,
+            bound: None,
+            reg_token: RegToken {
+                digest,
+                issued_at: 1,
+                revoked: false,
+            },
+            grace: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_token_index_answers_only_for_the_whole_digest() {
+        let store = MemoryStore::new(Arc::new(crate::clock::SystemClock));
+        let a = [7u8; 32];
+        // Shares the index key (the first 16 bytes) with `a`, differs after it.
+        let mut b = a;
+        b[31] ^= 1;
+        store.register(client("a", a), None, 10).await.unwrap();
+        let found = store.client_by_reg_token(&a).await.unwrap().unwrap();
+        assert_eq!(&*found.client_id, "a");
+        assert!(store.client_by_reg_token(&b).await.unwrap().is_none());
+
+        // A client owning the same key takes the slot; deleting the other client leaves
+        // the new owner's entry in place.
+        store.register(client("b", b), None, 10).await.unwrap();
+        let old_a = store.client("a").await.unwrap().unwrap();
+        store.delete(&old_a).await.unwrap();
+        let found = store.client_by_reg_token(&b).await.unwrap().unwrap();
+        assert_eq!(&*found.client_id, "b");
+        assert!(store.client_by_reg_token(&a).await.unwrap().is_none());
+
+        // A rotation moves the entry to the new digest's key.
+        let old_b = store.client("b").await.unwrap().unwrap();
+        let mut rotated = (*old_b).clone();
+        rotated.reg_token.digest = [9u8; 32];
+        store.replace(&old_b, rotated).await.unwrap();
+        assert!(store.client_by_reg_token(&b).await.unwrap().is_none());
+        let found = store
+            .client_by_reg_token(&[9u8; 32])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&*found.client_id, "b");
+    }
 }
