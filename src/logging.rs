@@ -142,13 +142,10 @@ where
         mut writer: tracing_subscriber::fmt::format::Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
-        let meta = event.metadata();
-        if meta.target() != ACCESS_TARGET
-            || writer.has_ansi_escapes()
-            || ctx.event_scope().is_some()
-        {
+        if writer.has_ansi_escapes() || !written_directly(ctx, event) {
             return self.full.format_event(ctx, writer, event);
         }
+        let meta = event.metadata();
         write_timestamp(&mut writer)?;
         writer.write_str(match *meta.level() {
             tracing::Level::TRACE => " TRACE ",
@@ -196,10 +193,10 @@ where
         mut writer: tracing_subscriber::fmt::format::Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
-        let meta = event.metadata();
-        if meta.target() != ACCESS_TARGET || ctx.event_scope().is_some() {
+        if !written_directly(ctx, event) {
             return self.full.format_event(ctx, writer, event);
         }
+        let meta = event.metadata();
         writer.write_str("{\"timestamp\":\"")?;
         write_timestamp(&mut writer)?;
         writer.write_str("\",\"level\":\"")?;
@@ -217,6 +214,19 @@ where
         write_json_str(&mut writer, meta.target())?;
         writer.write_str("}\n")
     }
+}
+
+/// Whether `event` is an access line outside any span: the lines [`TextLines`] and
+/// [`JsonLines`] write themselves.
+fn written_directly<S, N>(
+    ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+    event: &tracing::Event<'_>,
+) -> bool
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    event.metadata().target() == ACCESS_TARGET && ctx.event_scope().is_none()
 }
 
 /// `value` as a JSON string, escaped as `serde_json` escapes it.

@@ -129,7 +129,7 @@ pub fn micro(opts: &MicroOpts) -> Result<(), Error> {
         let us = tracing::dispatcher::with_default(&dispatch, || {
             time_per_call(n, || {
                 tracing::info!(
-                    target: "certgate::access",
+                    target: certgate::logging::ACCESS_TARGET,
                     method = %http::Method::POST,
                     path = %"/token",
                     status = 200u16,

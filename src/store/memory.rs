@@ -256,7 +256,7 @@ impl MemoryStore {
             return Ok(None);
         };
         let rec = self.client(&id).await?;
-        Ok(rec.filter(|r| answers_to(r, digest)))
+        Ok(rec.filter(|r| live_digests(r).any(|d| d == *digest)))
     }
 
     /// Inserts a new client, spending one use of `initial` with it.
@@ -665,15 +665,15 @@ impl Maps {
 
     /// A change is durable: `new` replaces `previous`.
     fn update_client(&self, previous: &ClientRecord, new: ClientRecord) {
-        let (before, after) = (live_digests(previous), live_digests(&new));
+        let is_live = |c: &ClientRecord, d: &Digest| live_digests(c).any(|l| l == *d);
         if let Some(mut slot) = self.clients.get_mut(&*new.client_id) {
             let id = slot.key().clone();
-            for d in before.iter().filter(|d| !after.contains(d)) {
+            for d in live_digests(previous).filter(|d| !is_live(&new, d)) {
                 self.reg_index
-                    .remove_if(&index_key(d), |_, owner| *owner == id);
+                    .remove_if(&index_key(&d), |_, owner| *owner == id);
             }
-            for d in after.iter().filter(|d| !before.contains(d)) {
-                self.reg_index.insert(index_key(d), id.clone());
+            for d in live_digests(&new).filter(|d| !is_live(previous, d)) {
+                self.reg_index.insert(index_key(&d), id.clone());
             }
             slot.rec = Arc::new(new);
             slot.pending = false;
@@ -732,23 +732,13 @@ impl Maps {
     }
 }
 
-/// Whether `digest` is one of [`live_digests`] (without collecting them).
-fn answers_to(c: &ClientRecord, digest: &Digest) -> bool {
-    (!c.reg_token.revoked && c.reg_token.digest == *digest)
-        || c.grace.as_ref().is_some_and(|g| g.replaced == *digest)
-}
-
 /// The registration token digests a record answers to: the current one unless revoked, and
 /// the just-replaced one while in grace.
-fn live_digests(c: &ClientRecord) -> Vec<Digest> {
-    let mut out = Vec::with_capacity(2);
-    if !c.reg_token.revoked {
-        out.push(c.reg_token.digest);
-    }
-    if let Some(g) = &c.grace {
-        out.push(g.replaced);
-    }
-    out
+fn live_digests(c: &ClientRecord) -> impl Iterator<Item = Digest> + '_ {
+    let current = (!c.reg_token.revoked).then_some(c.reg_token.digest);
+    current
+        .into_iter()
+        .chain(c.grace.as_ref().map(|g| g.replaced))
 }
 
 #[cfg(test)]
