@@ -198,16 +198,34 @@ impl Rdn {
         if self.0.len() != other.0.len() {
             return false;
         }
-        let mut used = vec![false; other.0.len()];
+        // Which of `other`'s AVAs are paired already: a bit each for the usual few
+        // (nearly every RDN has one), a vector beyond 64.
+        let mut few = 0u64;
+        let mut many = if other.0.len() > 64 {
+            vec![false; other.0.len()]
+        } else {
+            Vec::new()
+        };
         self.0.iter().all(|a| {
+            let used = |i: usize| {
+                if many.is_empty() {
+                    few >> i & 1 == 1
+                } else {
+                    many[i]
+                }
+            };
             let found = other
                 .0
                 .iter()
                 .enumerate()
-                .position(|(i, b)| !used[i] && a.oid == b.oid && a.value.matches(&b.value));
+                .position(|(i, b)| !used(i) && a.oid == b.oid && a.value.matches(&b.value));
             match found {
+                Some(i) if many.is_empty() => {
+                    few |= 1 << i;
+                    true
+                }
                 Some(i) => {
-                    used[i] = true;
+                    many[i] = true;
                     true
                 }
                 None => false,
@@ -586,6 +604,22 @@ mod tests {
         assert!(!dn_equal(r"CN=a\,b,O=x", "CN=a,CN=b,O=x"));
         assert!(dn_equal(r"CN=Z\C3\BCrich", "CN=Zürich"));
         assert!(!dn_equal(r"CN=\#0403616263", "CN=#0403616263"));
+    }
+
+    #[test]
+    fn each_value_of_a_multivalued_rdn_pairs_with_a_distinct_one() {
+        assert!(dn_equal("CN=a+CN=b", "CN=b+CN=a"));
+        assert!(!dn_equal("CN=a+CN=a", "CN=a+CN=b"));
+        assert!(!dn_equal("CN=a+CN=b", "CN=a+CN=a"));
+        // Beyond 64 values the pairing is tracked differently; the rule is the same.
+        let values = |n: usize| (0..n).map(|i| format!("CN=v{i}")).collect::<Vec<_>>();
+        let mut reversed = values(70);
+        reversed.reverse();
+        assert!(dn_equal(&values(70).join("+"), &reversed.join("+")));
+        let mut twice = values(70);
+        twice[69] = "CN=v0".into();
+        assert!(!dn_equal(&twice.join("+"), &values(70).join("+")));
+        assert!(!dn_equal(&values(70).join("+"), &twice.join("+")));
     }
 
     #[test]

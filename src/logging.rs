@@ -286,11 +286,15 @@ impl<W: std::fmt::Write> tracing::field::Visit for JsonFields<'_, W> {
     }
 
     fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
-        self.number(field, value);
+        if self.key(field) {
+            self.result = self.writer.write_str(itoa::Buffer::new().format(value));
+        }
     }
 
     fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
-        self.number(field, value);
+        if self.key(field) {
+            self.result = self.writer.write_str(itoa::Buffer::new().format(value));
+        }
     }
 
     fn record_u128(&mut self, field: &tracing::field::Field, value: u128) {
@@ -416,6 +420,19 @@ impl<W: std::fmt::Write> tracing::field::Visit for PlainFields<'_, W> {
         } else {
             write!(self.writer, "{value:?}")
         };
+    }
+
+    // Integers are written as `Debug` writes them, without the formatting machinery.
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        if self.name(field) {
+            self.result = self.writer.write_str(itoa::Buffer::new().format(value));
+        }
+    }
+
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        if self.name(field) {
+            self.result = self.writer.write_str(itoa::Buffer::new().format(value));
+        }
     }
 
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {

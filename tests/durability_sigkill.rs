@@ -815,7 +815,7 @@ fn snapshot_race_trial(made: Made, time: Duration) -> (usize, Vec<String>, usize
             .block_on(f)
     };
     // Token makers' clients, registered (and snapshotted) before the race.
-    let owners: Vec<ClientCredentials> = (0..8)
+    let owners: Vec<(String, String)> = (0..8)
         .map(|_| {
             let mut r = None;
             block_on(Box::pin(async {
@@ -827,10 +827,7 @@ fn snapshot_race_trial(made: Made, time: Duration) -> (usize, Vec<String>, usize
                 );
             }));
             let r = r.unwrap();
-            ClientCredentials {
-                basic: Some((r.client_id, r.client_secret.expect("a secret client"))),
-                ..Default::default()
-            }
+            (r.client_id, r.client_secret.expect("a secret client"))
         })
         .collect();
     registry.snapshot().expect("snapshot");
@@ -858,6 +855,10 @@ fn snapshot_race_trial(made: Made, time: Duration) -> (usize, Vec<String>, usize
                     .build()
                     .unwrap();
                 rt.block_on(async {
+                    let owner = ClientCredentials {
+                        basic: Some((&owner.0, &owner.1)),
+                        ..Default::default()
+                    };
                     let client = registry
                         .authenticate_client(&owner, None)
                         .await

@@ -67,7 +67,7 @@ impl ServerProc {
         if plan.server == ServerKind::Nginx {
             return Self::start_nginx(opts, extra);
         }
-        let mut cmd = Command::new(std::env::current_exe()?);
+        let mut cmd = wrapped(std::env::current_exe()?);
         cmd.arg(match plan.server {
             ServerKind::Ceiling => "serve-ceiling",
             _ => "serve-certgate",
@@ -278,6 +278,22 @@ http {{
         eprintln!("bench: the server did not stop in 30 s; killing it");
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The server child's command, under `CERTGATE_BENCH_SERVER_WRAP` when it is set (a
+/// program and its arguments, split at spaces: `valgrind --tool=callgrind` counts the
+/// instructions each server spends, repeatably where timings are not).
+fn wrapped(exe: std::path::PathBuf) -> Command {
+    let wrap = std::env::var("CERTGATE_BENCH_SERVER_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut cmd = Command::new(program);
+            cmd.args(words).arg(exe);
+            cmd
+        }
+        None => Command::new(exe),
     }
 }
 

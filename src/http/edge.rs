@@ -53,7 +53,7 @@ async fn admit_and_forward(
             refused(r.reason);
             ApiError::from(r.error)
         })?;
-    ctx.client_id = Some(admitted.client_id.clone());
+    ctx.client_id = Some(admitted.client_id.as_str().into());
     let conn = ctx.conn;
     let peer = Peer {
         addr: conn.peer.ip(),

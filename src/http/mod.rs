@@ -105,7 +105,7 @@ pub struct Ctx<'a> {
     pub app: &'a App,
     pub conn: &'a Conn,
     /// Set by handlers for the access log.
-    pub client_id: Option<String>,
+    pub client_id: Option<Arc<str>>,
     cert: Option<Option<Arc<ClientCertificate>>>,
 }
 
@@ -125,9 +125,11 @@ pub async fn handle(
         client_id: None,
         cert: None,
     };
-    let path = req.uri().path().to_owned();
+    // The request's own (shared) copy of the target: no allocation.
+    let uri = req.uri().clone();
+    let path = uri.path();
     let answer = match check_head(&app.config, &req) {
-        Ok(()) => route(&mut ctx, &path, req).await,
+        Ok(()) => route(&mut ctx, path, req).await,
         Err(e) => Err(e),
     };
     // Nothing is acknowledged before it is durable: every commit returns only then.
@@ -526,7 +528,7 @@ pub async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let collected = tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect())
+    let collected = tokio::time::timeout(timeout, collect(Limited::new(req.into_body(), limit)))
         .await
         .map_err(|_| {
             ApiError::new(
@@ -536,12 +538,35 @@ pub async fn read_body(
             )
         })?;
     match collected {
-        Ok(collected) => Ok(collected.to_bytes()),
+        Ok(bytes) => Ok(bytes),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(_) => Err(ApiError::invalid_request(
             "the request body could not be read",
         )),
     }
+}
+
+/// A body's data frames as one buffer. A body that arrives in one frame (the usual small
+/// request) is that frame, neither copied nor queued.
+async fn collect<B: http_body::Body<Data = Bytes> + Unpin>(mut body: B) -> Result<Bytes, B::Error> {
+    let mut first = Bytes::new();
+    let mut joined: Option<Vec<u8>> = None;
+    while let Some(frame) = body.frame().await.transpose()? {
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        match &mut joined {
+            None if first.is_empty() => first = data,
+            None => {
+                let mut all = Vec::with_capacity(first.len() + data.len());
+                all.extend_from_slice(&first);
+                all.extend_from_slice(&data);
+                joined = Some(all);
+            }
+            Some(all) => all.extend_from_slice(&data),
+        }
+    }
+    Ok(joined.map_or(first, Bytes::from))
 }
 
 /// The Bearer token of the `Authorization` header, if any (RFC 6750 §2.1).
@@ -568,7 +593,11 @@ pub fn json_response<T: Serialize + ?Sized>(
     body: &T,
     no_store: bool,
 ) -> Response<Body> {
-    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    // Sized for the usual answers (a token, an introspection): written without regrowing.
+    let mut bytes = Vec::with_capacity(256);
+    if serde_json::to_writer(&mut bytes, body).is_err() {
+        bytes = b"{}".to_vec();
+    }
     raw_json(status, Bytes::from(bytes), no_store)
 }
 

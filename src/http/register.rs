@@ -38,7 +38,7 @@ pub async fn register(
         .register(body, cert.as_deref(), initial.and_then(|i| i.consumes))
         .await?;
     ctx.app.metrics.registrations.inc();
-    ctx.client_id = Some(resp.client_id.clone());
+    ctx.client_id = Some(resp.client_id.as_str().into());
     Ok(raw_json(StatusCode::CREATED, resp.to_json().into(), true))
 }
 
@@ -48,7 +48,7 @@ pub async fn manage(
     client_id: &str,
     req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
-    ctx.client_id = Some(client_id.to_owned());
+    ctx.client_id = Some(client_id.into());
     let cert = ctx.cert(req.headers())?;
     let token = bearer(req.headers())?
         .ok_or_else(|| ApiError::token_required("a registration access token is required"))?

@@ -1,9 +1,11 @@
 //! `POST /token`, `/introspect`, `/revoke`: form-encoded, client-authenticated.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::ops::Range;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use bytes::Bytes;
 use http::{header, HeaderMap, Request, Response, StatusCode};
 
 use super::error::ApiError;
@@ -25,8 +27,8 @@ pub async fn token(
         .registry
         .issue_token(
             &client,
-            form.get("grant_type").map(String::as_str),
-            form.get("scope").map(String::as_str),
+            form.get("grant_type").as_deref(),
+            form.get("scope").as_deref(),
             cert.as_deref(),
         )
         .await?;
@@ -42,7 +44,7 @@ pub async fn introspect(
     let token = form
         .get("token")
         .ok_or_else(|| ApiError::invalid_request("the token parameter is required"))?;
-    let body = ctx.app.registry.introspect(&client, token).await?;
+    let body = ctx.app.registry.introspect(&client, &token).await?;
     Ok(json_response(StatusCode::OK, &body, true))
 }
 
@@ -55,12 +57,9 @@ pub async fn revoke(
     let token = form
         .get("token")
         .ok_or_else(|| ApiError::invalid_request("the token parameter is required"))?;
-    ctx.app.registry.revoke(&client, token).await?;
+    ctx.app.registry.revoke(&client, &token).await?;
     Ok(json_response(StatusCode::OK, &serde_json::json!({}), true))
 }
-
-type Form = HashMap<String, String>;
-type Cert = Option<std::sync::Arc<crate::identity::ClientCertificate>>;
 
 async fn authenticate(
     ctx: &mut Ctx<'_>,
@@ -68,12 +67,15 @@ async fn authenticate(
 ) -> Result<(Authenticated, Form, Cert), ApiError> {
     let cert = ctx.cert(req.headers())?;
     let basic = basic_credentials(req.headers())?;
+    let basic = basic
+        .as_ref()
+        .map(|(id, secret)| (id.as_ref(), secret.as_ref()));
     let registry = &ctx.app.registry;
-    if let Some(basic) = &basic {
+    if basic.is_some() {
         // Credentials in the header are judged before the body is read: a caller with
         // wrong ones gets its 401 without making the server buffer anything (SPEC §8).
         let early = ClientCredentials {
-            basic: Some(basic.clone()),
+            basic,
             ..ClientCredentials::default()
         };
         registry
@@ -81,15 +83,19 @@ async fn authenticate(
             .await?;
     }
     let form = form(req, ctx.app.config.limits.request_timeout).await?;
-    let creds = ClientCredentials {
-        basic,
-        client_id: form.get("client_id").cloned(),
-        client_secret: form.get("client_secret").cloned(),
-    };
     // Again with the body: it must not contradict the header (RFC 6749 §2.3).
-    let client = registry
-        .authenticate_client(&creds, cert.as_deref())
-        .await?;
+    let client = {
+        let client_id = form.get("client_id");
+        let client_secret = form.get("client_secret");
+        let creds = ClientCredentials {
+            basic,
+            client_id: client_id.as_deref(),
+            client_secret: client_secret.as_deref(),
+        };
+        registry
+            .authenticate_client(&creds, cert.as_deref())
+            .await?
+    };
     ctx.client_id = Some(client.client_id.clone());
     Ok((client, form, cert))
 }
@@ -124,13 +130,162 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Ap
 async fn form(req: Request<RequestBody>, timeout: std::time::Duration) -> Result<Form, ApiError> {
     require_media_type(req.headers(), "application/x-www-form-urlencoded")?;
     let bytes = read_body(req, MAX_FORM_BYTES, timeout).await?;
-    let mut out = HashMap::new();
-    for (k, v) in url::form_urlencoded::parse(&bytes) {
-        if out.insert(k.to_string(), v.into_owned()).is_some() {
+    Form::parse(bytes)
+}
+
+/// A form body, decoded as `form_urlencoded` decodes it, without copying: a parameter is
+/// looked up among the body's `name=value` pieces, and only a name or value with escapes
+/// (`%`, `+`) or invalid UTF-8 is decoded into a new string.
+struct Form {
+    body: Bytes,
+    /// The body's non-empty `&`-separated pieces, each with where its name ends (its first
+    /// `=`, or its end).
+    pieces: Vec<(Range<usize>, usize)>,
+}
+
+impl Form {
+    fn parse(body: Bytes) -> Result<Self, ApiError> {
+        let mut pieces = Vec::with_capacity(4);
+        let mut start = 0;
+        for piece in body.split(|&b| b == b'&') {
+            if !piece.is_empty() {
+                let name_end = start + piece.iter().position(|&b| b == b'=').unwrap_or(piece.len());
+                pieces.push((start..start + piece.len(), name_end));
+            }
+            start += piece.len() + 1;
+        }
+        let form = Self { body, pieces };
+        if let Some(name) = form.repeated() {
             return Err(ApiError::invalid_request(format!(
-                "parameter {k:?} is repeated"
+                "parameter {name:?} is repeated"
             )));
         }
+        Ok(form)
     }
-    Ok(out)
+
+    /// The first parameter name that occurs twice, if any.
+    fn repeated(&self) -> Option<String> {
+        const FEW: usize = 8;
+        let n = self.pieces.len();
+        // A token request has a handful of parameters: each pair is compared, with no
+        // allocation. A larger form is sorted, so it cannot cost quadratic time.
+        if n <= FEW {
+            let mut names: [Cow<'_, str>; FEW] = Default::default();
+            for (i, slot) in names.iter_mut().take(n).enumerate() {
+                *slot = self.name(i);
+            }
+            return (1..n)
+                .find(|&i| names[..i].contains(&names[i]))
+                .map(|i| names[i].clone().into_owned());
+        }
+        let mut sorted: Vec<Cow<'_, str>> = (0..n).map(|i| self.name(i)).collect();
+        sorted.sort_unstable();
+        sorted
+            .windows(2)
+            .find(|w| w[0] == w[1])
+            .map(|w| w[0].clone().into_owned())
+    }
+
+    /// The value of parameter `name`.
+    fn get(&self, name: &str) -> Option<Cow<'_, str>> {
+        // An ASCII name without escapes is itself: it is compared byte for byte, and only
+        // another name is decoded to compare.
+        let i = (0..self.pieces.len()).find(|&i| {
+            let (piece, name_end) = &self.pieces[i];
+            let raw = &self.body[piece.start..*name_end];
+            raw == name.as_bytes()
+                || ((has_escapes(raw) || !raw.is_ascii()) && self.name(i) == name)
+        })?;
+        let (piece, name_end) = &self.pieces[i];
+        let raw = self.body.get(name_end + 1..piece.end).unwrap_or_default();
+        Some(plain(raw).unwrap_or_else(|| self.decoded(i).1))
+    }
+
+    /// The name of piece `i`.
+    fn name(&self, i: usize) -> Cow<'_, str> {
+        let (piece, name_end) = &self.pieces[i];
+        plain(&self.body[piece.start..*name_end]).unwrap_or_else(|| self.decoded(i).0)
+    }
+
+    /// Piece `i` decoded by `form_urlencoded` itself: `+` as space, percent escapes, invalid
+    /// UTF-8 replaced.
+    fn decoded(&self, i: usize) -> (Cow<'_, str>, Cow<'_, str>) {
+        url::form_urlencoded::parse(&self.body[self.pieces[i].0.clone()])
+            .next()
+            .unwrap_or_default()
+    }
+}
+
+/// `raw` as it is, when decoding would not change it.
+fn plain(raw: &[u8]) -> Option<Cow<'_, str>> {
+    if has_escapes(raw) {
+        return None;
+    }
+    std::str::from_utf8(raw).ok().map(Cow::Borrowed)
+}
+
+/// Whether `raw` has something form decoding replaces (`+`, `%`).
+fn has_escapes(raw: &[u8]) -> bool {
+    raw.iter().any(|&b| b == b'%' || b == b'+')
+}
+
+type Cert = Option<std::sync::Arc<crate::identity::ClientCertificate>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `form_urlencoded` makes of `body`: its pairs, or the name that repeats.
+    fn reference(body: &[u8]) -> Result<Vec<(String, String)>, String> {
+        let mut seen = std::collections::HashSet::new();
+        let mut pairs = Vec::new();
+        for (k, v) in url::form_urlencoded::parse(body) {
+            if !seen.insert(k.to_string()) {
+                return Err(k.into_owned());
+            }
+            pairs.push((k.into_owned(), v.into_owned()));
+        }
+        Ok(pairs)
+    }
+
+    #[test]
+    fn a_form_reads_as_form_urlencoded_reads_it() {
+        let many = (0..20).map(|i| format!("p{i}=v{i}")).collect::<Vec<_>>();
+        let mut many_repeated = many.clone();
+        many_repeated.push("p7=again".into());
+        let bodies: Vec<Vec<u8>> = [
+            "grant_type=client_credentials&client_id=abc&scope=api%3Aread",
+            "a=1&&b=2&",
+            "&a=x=y=z",
+            "novalue&other=",
+            "sp+ace=a+b&pct=%41%42%zz%4",
+            "client%5Fid=x&client_id=y",
+            "a=1&b=2&a=3",
+            "=empty-name&=again",
+            "",
+            &many.join("&"),
+            &many_repeated.join("&"),
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .chain([b"k=\xff\xfe&\xffname=v".to_vec(), b"\xff=1&\xfe=2".to_vec()])
+        .collect();
+        for body in bodies {
+            let shown = String::from_utf8_lossy(&body).into_owned();
+            let form = Form::parse(Bytes::from(body.clone()));
+            match (reference(&body), form) {
+                (Ok(pairs), Ok(form)) => {
+                    for (k, v) in &pairs {
+                        assert_eq!(form.get(k).as_deref(), Some(v.as_str()), "{shown}: {k}");
+                    }
+                    assert_eq!(form.get("absent"), None, "{shown}");
+                }
+                (Err(name), Err(e)) => {
+                    let said = &e.description;
+                    assert!(said.contains(&format!("{name:?}")), "{shown}: {said}")
+                }
+                (want, got) => panic!("{shown}: {want:?} but {:?}", got.map(|_| ())),
+            }
+        }
+    }
 }

@@ -13,18 +13,19 @@ use crate::identity::ClientCertificate;
 use crate::metadata::{AuthMethod, ClientMetadata, ClientRules, Policy, Registered};
 use crate::secret;
 
-/// The credentials a request carried, as the HTTP layer found them.
+/// The credentials a request carried, as the HTTP layer found them (borrowed from the
+/// request: nothing is copied to authenticate).
 #[derive(Default)]
-pub struct ClientCredentials {
+pub struct ClientCredentials<'a> {
     /// From `Authorization: Basic` (already form-decoded).
-    pub basic: Option<(String, String)>,
+    pub basic: Option<(&'a str, &'a str)>,
     /// `client_id` form parameter.
-    pub client_id: Option<String>,
+    pub client_id: Option<&'a str>,
     /// `client_secret` form parameter.
-    pub client_secret: Option<String>,
+    pub client_secret: Option<&'a str>,
 }
 
-impl std::fmt::Debug for ClientCredentials {
+impl std::fmt::Debug for ClientCredentials<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Secrets never reach a log line.
         f.debug_struct("ClientCredentials")
@@ -44,7 +45,8 @@ impl std::fmt::Debug for ClientCredentials {
 /// A client that proved who it is.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
-    pub client_id: String,
+    /// Shared with the client's record (or the static client's entry).
+    pub client_id: Arc<str>,
     pub is_static: bool,
     /// May introspect and revoke any token.
     pub introspect: bool,
@@ -100,6 +102,7 @@ pub(super) fn static_client(c: &config::StaticClient) -> Result<StaticClient, St
         None => None,
     };
     Ok(StaticClient {
+        client_id: c.client_id.as_str().into(),
         metadata: Arc::new(metadata),
         secret,
         introspect: c.introspect,
@@ -112,7 +115,7 @@ impl Registry {
     /// Authenticates the calling client (401 `invalid_client` on failure).
     pub async fn authenticate_client(
         &self,
-        creds: &ClientCredentials,
+        creds: &ClientCredentials<'_>,
         cert: Option<&ClientCertificate>,
     ) -> Result<Authenticated, Error> {
         if creds.basic.is_some() && creds.client_secret.is_some() {
@@ -120,14 +123,14 @@ impl Registry {
                 "use exactly one client authentication method (RFC 6749 §2.3)".into(),
             ));
         }
-        let client_id = match (&creds.basic, &creds.client_id) {
+        let client_id = match (creds.basic, creds.client_id) {
             (Some((id, _)), Some(form_id)) if id != form_id => {
                 return Err(Error::InvalidRequest(
                     "client_id differs from the Basic credentials".into(),
                 ))
             }
-            (Some((id, _)), _) => id.clone(),
-            (None, Some(id)) => id.clone(),
+            (Some((id, _)), _) => id,
+            (None, Some(id)) => id,
             (None, None) => {
                 return Err(Error::InvalidClient(
                     "client authentication required".into(),
@@ -135,14 +138,27 @@ impl Registry {
             }
         };
         let unknown = || Error::InvalidClient("client authentication failed".into());
-        let (metadata, secret_digest, is_static, introspect) = match self.statics.get(&client_id) {
-            Some(s) => (s.metadata.clone(), s.secret, true, s.introspect),
-            None => {
-                let c = self.store.client(&client_id).await?.ok_or_else(unknown)?;
-                (c.metadata.clone(), c.secret, false, false)
-            }
-        };
-        let secret_ok = |presented: &Option<String>| -> bool {
+        let (client_id, metadata, secret_digest, is_static, introspect) =
+            match self.statics.get(client_id) {
+                Some(s) => (
+                    s.client_id.clone(),
+                    s.metadata.clone(),
+                    s.secret,
+                    true,
+                    s.introspect,
+                ),
+                None => {
+                    let c = self.store.client(client_id).await?.ok_or_else(unknown)?;
+                    (
+                        c.client_id.clone(),
+                        c.metadata.clone(),
+                        c.secret,
+                        false,
+                        false,
+                    )
+                }
+            };
+        let secret_ok = |presented: Option<&str>| -> bool {
             match (presented, &secret_digest) {
                 (Some(p), Some(d)) => secret::matches(p, d),
                 _ => false,
@@ -154,10 +170,8 @@ impl Registry {
             AuthMethod::TlsClientAuth | AuthMethod::SelfSignedTlsClientAuth
         );
         let ok = match method {
-            AuthMethod::ClientSecretBasic => secret_ok(&creds.basic.as_ref().map(|b| b.1.clone())),
-            AuthMethod::ClientSecretPost => {
-                creds.basic.is_none() && secret_ok(&creds.client_secret)
-            }
+            AuthMethod::ClientSecretBasic => secret_ok(creds.basic.map(|b| b.1)),
+            AuthMethod::ClientSecretPost => creds.basic.is_none() && secret_ok(creds.client_secret),
             AuthMethod::TlsClientAuth => {
                 creds.basic.is_none()
                     && creds.client_secret.is_none()

@@ -148,9 +148,15 @@ impl Settings {
     }
 }
 
+/// The `[[clients]]` entries by `client_id`. Every token request looks here first, with
+/// the id it presents: a fast hash, as the table is the operator's and never grows.
+pub type StaticClients = rustc_hash::FxHashMap<String, StaticClient>;
+
 /// A statically configured client (`[[clients]]`): never in the store, never managed.
 #[derive(Debug, Clone)]
 pub struct StaticClient {
+    /// Its `client_id`, shared with every request it authenticates.
+    pub client_id: Arc<str>,
     /// Its metadata and rules, in the same form registered clients have.
     pub metadata: Arc<Registered>,
     /// Digest of its secret, for secret-based methods.
@@ -162,7 +168,7 @@ pub struct StaticClient {
 /// The registry of clients: the domain rules over a store.
 pub struct Registry {
     store: Store,
-    statics: std::collections::HashMap<String, StaticClient>,
+    statics: StaticClients,
     settings: Settings,
     clock: Arc<dyn Clock>,
     /// Positive edge-route admissions, per node (shared store only, SPEC §5a).
@@ -307,7 +313,7 @@ impl Registry {
     /// A registry over `store`.
     pub fn new(
         store: Store,
-        statics: std::collections::HashMap<String, StaticClient>,
+        statics: StaticClients,
         issuers: Arc<Issuers>,
         settings: Settings,
         clock: Arc<dyn Clock>,
@@ -359,9 +365,7 @@ impl Registry {
 
     /// The `[[clients]]` entries in the form the registry uses; an error names the entry
     /// and the key at fault (`check-config` runs this too).
-    pub fn static_clients(
-        config: &Config,
-    ) -> Result<std::collections::HashMap<String, StaticClient>, String> {
+    pub fn static_clients(config: &Config) -> Result<StaticClients, String> {
         config
             .clients
             .iter()
@@ -583,9 +587,9 @@ mod tests {
             format!(
                 "{:?}",
                 ClientCredentials {
-                    basic: Some(("c".into(), secret.into())),
+                    basic: Some(("c", secret)),
                     client_id: None,
-                    client_secret: Some(secret.into()),
+                    client_secret: Some(secret),
                 }
             ),
             format!(

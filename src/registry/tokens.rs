@@ -47,7 +47,15 @@ pub struct IntrospectionDetails {
     pub exp: u64,
     pub iat: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cnf: Option<serde_json::Value>,
+    pub cnf: Option<Confirmation>,
+}
+
+/// RFC 8705 §3.1: the certificate a token is bound to.
+#[derive(Debug, Serialize)]
+pub struct Confirmation {
+    /// base64url of the certificate's SHA-256.
+    #[serde(rename = "x5t#S256")]
+    pub x5t_s256: String,
 }
 
 /// Why an edge route refused a request (SPEC §5a): the metric label, and the answer.
@@ -97,29 +105,35 @@ fn decide_grant(
     }
     // The reserved scopes belong to static clients, whatever a registered client has
     // stored (SPEC §6a.25): they are never part of what it may be granted.
-    let registered: Vec<&str> = client
-        .rules()
-        .scope_tokens()
-        .filter(|t| client.is_static || (*t != s.dcrm_scope && *t != s.initial_access_scope))
-        .collect();
-    let granted: Vec<&str> = match scope {
-        None => registered.clone(),
+    let registered = || {
+        client
+            .rules()
+            .scope_tokens()
+            .filter(|t| client.is_static || (*t != s.dcrm_scope && *t != s.initial_access_scope))
+    };
+    // Built as one string in the order asked (or registered), each scope once.
+    let mut granted = String::new();
+    let mut grant = |t: &str| {
+        if !granted.split(' ').any(|g| g == t) {
+            if !granted.is_empty() {
+                granted.push(' ');
+            }
+            granted.push_str(t);
+        }
+    };
+    match scope {
+        None => registered().for_each(&mut grant),
         Some(requested) => {
-            let mut out: Vec<&str> = Vec::new();
             for t in requested.split(' ').filter(|t| !t.is_empty()) {
-                if !registered.contains(&t) {
+                if !registered().any(|r| r == t) {
                     return Err(Error::InvalidScope(format!(
                         "scope {t:?} is not registered for this client"
                     )));
                 }
-                if !out.contains(&t) {
-                    out.push(t);
-                }
+                grant(t);
             }
-            out
         }
-    };
-    let granted = granted.join(" ");
+    }
     let initial = granted == s.initial_access_scope;
     let cnf = if initial {
         // Handed to the registering client: never bound (SPEC §6a.8).
@@ -136,7 +150,7 @@ fn decide_grant(
         None
     };
     let record = AccessToken {
-        client_id: client.client_id.clone(),
+        client_id: client.client_id.to_string(),
         scope: granted.clone(),
         iat: now,
         exp: now.saturating_add(s.access_token_ttl),
@@ -308,7 +322,7 @@ impl Registry {
             return Ok(inactive);
         };
         let record = found.token;
-        let allowed = caller.introspect || caller.client_id == record.client_id;
+        let allowed = caller.introspect || *caller.client_id == *record.client_id;
         if !allowed || !found.client_alive || !record.is_live(self.now()) {
             return Ok(inactive);
         }
@@ -320,9 +334,9 @@ impl Registry {
                 token_type: "Bearer",
                 exp: record.exp,
                 iat: record.iat,
-                cnf: record
-                    .cnf
-                    .map(|t| serde_json::json!({ "x5t#S256": URL_SAFE_NO_PAD.encode(t) })),
+                cnf: record.cnf.map(|t| Confirmation {
+                    x5t_s256: URL_SAFE_NO_PAD.encode(t),
+                }),
             }),
         })
     }
@@ -331,7 +345,7 @@ impl Registry {
     /// Registration access tokens can be revoked too, by their client (SPEC §6a.26).
     pub async fn revoke(&self, caller: &Authenticated, token: &str) -> Result<(), Error> {
         let digest = secret::digest(token);
-        let may = |owner: &str| caller.introspect || caller.client_id == owner;
+        let may = |owner: &str| caller.introspect || &*caller.client_id == owner;
         let refused =
             || Error::UnauthorizedClient("the token was not issued to this client".into());
         if let Some(found) = self.store.access_token(&digest).await? {

@@ -221,13 +221,23 @@ impl MemoryStore {
         self.durable.as_ref().map(|d| &d.journal)
     }
 
-    /// Queues `change` with `apply`, or applies it at once without a journal; returns the
-    /// sequence number to wait for.
-    fn commit(&self, change: impl FnOnce() -> Change, apply: Apply) -> Option<u64> {
+    /// Queues the change `change` describes with `apply`, or applies it at once without a
+    /// journal; returns the sequence number to wait for. `data` is what `apply` consumes:
+    /// without a journal nothing is copied for a journal record or boxed for later.
+    fn commit<T: Send + 'static>(
+        &self,
+        data: T,
+        change: impl FnOnce(&T) -> Change,
+        apply: impl FnOnce(T, bool) + Send + 'static,
+    ) -> Option<u64> {
         match self.journal() {
-            Some(journal) => Some(journal.append(&change(), apply)),
+            Some(journal) => {
+                let change = change(&data);
+                let apply: Apply = Box::new(move |ok| apply(data, ok));
+                Some(journal.append(&change, apply))
+            }
             None => {
-                apply(true);
+                apply(data, true);
                 None
             }
         }
@@ -285,24 +295,23 @@ impl MemoryStore {
             }
             *n += 1;
         }
-        let change = Change::Register {
-            client: Box::new(client.clone()),
-            initial: spent.clone(),
-        };
-        let apply_maps = maps.clone();
         let seq = self.commit(
-            || change,
-            Box::new(move |ok| {
+            (maps.clone(), client, spent),
+            |(_, client, spent)| Change::Register {
+                client: Box::new(client.clone()),
+                initial: spent.clone(),
+            },
+            |(maps, client, spent), ok| {
                 if let Some((digest, token)) = spent {
-                    apply_maps.settle_token(&digest, ok.then_some(token));
+                    maps.settle_token(&digest, ok.then_some(token));
                 }
                 match (ok, client.bound) {
-                    (true, _) => apply_maps.insert_client(client),
-                    (false, Some(sha)) => apply_maps.unbind(&sha),
+                    (true, _) => maps.insert_client(client),
+                    (false, Some(sha)) => maps.unbind(&sha),
                     (false, None) => {}
                 }
-                apply_maps.settled.notify_waiters();
-            }),
+                maps.settled.notify_waiters();
+            },
         );
         self.durable(seq).await
     }
@@ -375,29 +384,26 @@ impl MemoryStore {
             n.version = old.version + 1;
             n
         });
-        let change = || match &new {
-            Some(n) => Change::Client(Box::new(n.clone())),
-            None => Change::Delete {
-                id: old.client_id.to_string(),
-            },
-        };
-        let apply_maps = maps.clone();
-        let id = old.client_id.clone();
-        let journal_new = change();
         let seq = self.commit(
-            || journal_new,
-            Box::new(move |ok| {
+            (maps.clone(), previous, new),
+            |(_, previous, new)| match new {
+                Some(n) => Change::Client(Box::new(n.clone())),
+                None => Change::Delete {
+                    id: previous.client_id.to_string(),
+                },
+            },
+            |(maps, previous, new), ok| {
                 match (ok, new) {
-                    (true, Some(n)) => apply_maps.update_client(&previous, n),
-                    (true, None) => apply_maps.remove_client(&id),
+                    (true, Some(n)) => maps.update_client(&previous, n),
+                    (true, None) => maps.remove_client(&previous.client_id),
                     (false, _) => {
-                        if let Some(mut slot) = apply_maps.clients.get_mut(&*id) {
+                        if let Some(mut slot) = maps.clients.get_mut(&*previous.client_id) {
                             slot.pending = false;
                         }
                     }
                 }
-                apply_maps.settled.notify_waiters();
-            }),
+                maps.settled.notify_waiters();
+            },
         );
         self.durable(seq).await
     }
@@ -434,22 +440,21 @@ impl MemoryStore {
             }
             None => Vec::new(),
         };
-        let change = Change::Issue {
-            digest,
-            token: token.clone(),
-            evicted: evicted.clone(),
-        };
-        let apply_maps = maps.clone();
         let seq = self.commit(
-            || change,
-            Box::new(move |ok| {
+            (maps.clone(), token, evicted),
+            |(_, token, evicted)| Change::Issue {
+                digest,
+                token: token.clone(),
+                evicted: evicted.clone(),
+            },
+            move |(maps, token, evicted), ok| {
                 if ok {
                     for d in &evicted {
-                        apply_maps.forget_token(d);
+                        maps.forget_token(d);
                     }
-                    apply_maps.restore_token(digest, token);
+                    maps.restore_token(digest, token);
                 }
-            }),
+            },
         );
         self.durable(seq).await
     }
@@ -459,15 +464,15 @@ impl MemoryStore {
         if !self.maps.tokens.contains_key(digest) {
             return Ok(());
         }
-        let apply_maps = self.maps.clone();
         let digest = *digest;
         let seq = self.commit(
-            || Change::Revoke { digest },
-            Box::new(move |ok| {
+            self.maps.clone(),
+            |_| Change::Revoke { digest },
+            move |maps, ok| {
                 if ok {
-                    apply_maps.forget_token(&digest);
+                    maps.forget_token(&digest);
                 }
-            }),
+            },
         );
         self.durable(seq).await
     }
@@ -629,22 +634,21 @@ impl Maps {
     }
 
     fn restore_token(&self, digest: Digest, token: AccessToken) {
-        let (owner, iat) = (token.client_id.clone(), token.iat);
-        let new = self
-            .tokens
-            .insert(
-                digest,
-                TokenSlot {
-                    token: Box::new(token),
-                    pending: false,
-                },
-            )
-            .is_none();
-        if new {
-            self.issued
-                .entry(owner)
-                .or_default()
-                .push_back((iat, digest));
+        let token = Box::new(token);
+        let entry = (token.iat, digest);
+        // A client holding tokens already needs no copy of its id as a key. (The queue's
+        // shard stays locked while the token is inserted: `issued`, then `tokens`, the
+        // order `prune` takes them in too.)
+        let mut queue = match self.issued.get_mut(token.client_id.as_str()) {
+            Some(queue) => queue,
+            None => self.issued.entry(token.client_id.clone()).or_default(),
+        };
+        let slot = TokenSlot {
+            token,
+            pending: false,
+        };
+        if self.tokens.insert(digest, slot).is_none() {
+            queue.push_back(entry);
         }
     }
 
