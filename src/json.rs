@@ -73,11 +73,15 @@ impl<'de> Visitor<'de> for Strict {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            if out.contains_key(&key) {
-                return Err(de::Error::custom(format_args!("duplicate member {key:?}")));
-            }
-            let value = map.next_value_seed(Strict)?;
-            out.insert(key, value);
+            // One look-up per member: the slot found free is the one filled.
+            let slot = match out.entry(key) {
+                serde_json::map::Entry::Vacant(slot) => slot,
+                serde_json::map::Entry::Occupied(taken) => {
+                    let key = taken.key();
+                    return Err(de::Error::custom(format_args!("duplicate member {key:?}")));
+                }
+            };
+            slot.insert(map.next_value_seed(Strict)?);
         }
         Ok(Value::Object(out))
     }
