@@ -117,7 +117,7 @@ impl Dn {
         let mut rdns = Vec::new();
         for rdn in split_unescaped(s, ',') {
             let mut avas = Vec::new();
-            for ava in split_unescaped(&rdn, '+') {
+            for ava in split_unescaped(rdn, '+') {
                 let (ty, value) = ava.split_once('=')?;
                 let oid = attribute_oid(ty.trim())?;
                 avas.push(Ava {
@@ -309,23 +309,26 @@ pub fn rfc4514(name: &X509Name<'_>) -> String {
 
 // === parsing RFC 4514 ===
 
-fn split_unescaped(s: &str, sep: char) -> Vec<String> {
-    let mut parts = vec![String::new()];
-    let mut escaped = false;
-    for c in s.chars() {
-        if escaped {
-            escaped = false;
-        } else if c == '\\' {
-            escaped = true;
-        } else if c == sep {
-            parts.push(String::new());
-            continue;
+/// `s` split at each `sep` that no backslash escapes.
+fn split_unescaped(s: &str, sep: char) -> impl Iterator<Item = &str> {
+    // Each part is a slice of `s`, escapes kept: nothing is copied.
+    let mut rest = Some(s);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        let mut escaped = false;
+        for (i, c) in text.char_indices() {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == sep {
+                rest = Some(&text[i + c.len_utf8()..]);
+                return Some(&text[..i]);
+            }
         }
-        if let Some(last) = parts.last_mut() {
-            last.push(c);
-        }
-    }
-    parts
+        rest = None;
+        Some(text)
+    })
 }
 
 /// An attribute type: a known name (any case), a dotted OID, or `OID.` and a dotted OID.
@@ -604,6 +607,16 @@ mod tests {
         assert!(!dn_equal(r"CN=a\,b,O=x", "CN=a,CN=b,O=x"));
         assert!(dn_equal(r"CN=Z\C3\BCrich", "CN=Zürich"));
         assert!(!dn_equal(r"CN=\#0403616263", "CN=#0403616263"));
+    }
+
+    #[test]
+    fn splitting_skips_escaped_separators() {
+        let split = |s| split_unescaped(s, ',').collect::<Vec<_>>();
+        assert_eq!(split(r"a\,b,c"), [r"a\,b", "c"]);
+        assert_eq!(split(r"a\\,b"), [r"a\\", "b"]);
+        assert_eq!(split("a,"), ["a", ""]);
+        assert_eq!(split(""), [""]);
+        assert_eq!(split("é,ü"), ["é", "ü"]);
     }
 
     #[test]
