@@ -182,7 +182,7 @@ pub struct Registry {
 /// are kept; a revocation or deletion on this node takes effect at once, one on another
 /// node within the TTL.
 struct AdmissionCache {
-    entries: dashmap::DashMap<Digest, (AccessToken, std::time::Instant), BuildDigest>,
+    entries: dashmap::DashMap<Digest, (Arc<AccessToken>, std::time::Instant), BuildDigest>,
     ttl: std::time::Duration,
 }
 
@@ -192,12 +192,12 @@ type BuildDigest = std::hash::BuildHasherDefault<crate::store::memory::DigestHas
 const ADMISSION_CACHE_ENTRIES: usize = 100_000;
 
 impl AdmissionCache {
-    fn get(&self, digest: &Digest) -> Option<AccessToken> {
+    fn get(&self, digest: &Digest) -> Option<Arc<AccessToken>> {
         let entry = self.entries.get(digest)?;
         (entry.1 > std::time::Instant::now()).then(|| entry.0.clone())
     }
 
-    fn put(&self, digest: Digest, token: &AccessToken) {
+    fn put(&self, digest: Digest, token: &Arc<AccessToken>) {
         if self.entries.len() >= ADMISSION_CACHE_ENTRIES {
             self.entries.clear();
         }

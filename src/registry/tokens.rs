@@ -1,6 +1,8 @@
 //! Access tokens: issue (client_credentials), validate, introspect, revoke, and the
 //! initial access tokens that authorize registration (SPEC §5, §6a.8, §6a.21, §6a.25).
 
+use std::sync::Arc;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::Serialize;
@@ -31,23 +33,37 @@ impl std::fmt::Debug for TokenGrant {
 }
 
 /// The `/introspect` body (RFC 7662 §2.2).
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct Introspection {
     pub active: bool,
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub details: Option<IntrospectionDetails>,
 }
 
-/// The fields of an active token.
-#[derive(Debug, Serialize)]
+/// What an active token's introspection tells, read from its stored record.
+#[derive(Debug)]
 pub struct IntrospectionDetails {
-    pub scope: String,
-    pub client_id: String,
-    pub token_type: &'static str,
-    pub exp: u64,
-    pub iat: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The record, shared with the store: written out, not copied.
+    pub token: Arc<AccessToken>,
     pub cnf: Option<Confirmation>,
+}
+
+impl Serialize for Introspection {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut out = s.serialize_struct("Introspection", 7)?;
+        out.serialize_field("active", &self.active)?;
+        if let Some(d) = &self.details {
+            out.serialize_field("scope", &d.token.scope)?;
+            out.serialize_field("client_id", &d.token.client_id)?;
+            out.serialize_field("token_type", "Bearer")?;
+            out.serialize_field("exp", &d.token.exp)?;
+            out.serialize_field("iat", &d.token.iat)?;
+            if let Some(cnf) = &d.cnf {
+                out.serialize_field("cnf", cnf)?;
+            }
+        }
+        out.end()
+    }
 }
 
 /// RFC 8705 §3.1: the certificate a token is bound to.
@@ -201,7 +217,7 @@ impl Registry {
         &self,
         token: &str,
         cert: Option<&ClientCertificate>,
-    ) -> Result<AccessToken, Error> {
+    ) -> Result<Arc<AccessToken>, Error> {
         let invalid = |why: &str| Error::InvalidToken(why.to_owned());
         let found = self
             .store
@@ -231,7 +247,7 @@ impl Registry {
         token: &str,
         cert: Option<&ClientCertificate>,
         required_scope: &str,
-    ) -> Result<AccessToken, Refused> {
+    ) -> Result<Arc<AccessToken>, Refused> {
         let invalid = |why: &str| Error::InvalidToken(why.to_owned());
         let unavailable = |e: Error| Refused::new("unavailable", e);
         let digest = secret::digest(token);
@@ -329,14 +345,10 @@ impl Registry {
         Ok(Introspection {
             active: true,
             details: Some(IntrospectionDetails {
-                scope: record.scope,
-                client_id: record.client_id,
-                token_type: "Bearer",
-                exp: record.exp,
-                iat: record.iat,
                 cnf: record.cnf.map(|t| Confirmation {
                     x5t_s256: URL_SAFE_NO_PAD.encode(t),
                 }),
+                token: record,
             }),
         })
     }

@@ -76,7 +76,8 @@ struct Slot {
 
 /// An access token, and whether a change to it (a spent use) is on its way to disk.
 struct TokenSlot {
-    token: Box<AccessToken>,
+    /// Shared with every look-up's answer: nothing is copied to read a token.
+    token: Arc<AccessToken>,
     pending: bool,
 }
 
@@ -410,7 +411,7 @@ impl MemoryStore {
 
     /// The access token with digest `digest`.
     pub async fn access_token(&self, digest: &Digest) -> Result<Option<FoundToken>, StoreError> {
-        let Some(token) = self.maps.tokens.get(digest).map(|s| (*s.token).clone()) else {
+        let Some(token) = self.maps.tokens.get(digest).map(|s| s.token.clone()) else {
             return Ok(None);
         };
         let client_alive =
@@ -634,7 +635,7 @@ impl Maps {
     }
 
     fn restore_token(&self, digest: Digest, token: AccessToken) {
-        let token = Box::new(token);
+        let token = Arc::new(token);
         let entry = (token.iat, digest);
         // A client holding tokens already needs no copy of its id as a key. (The queue's
         // shard stays locked while the token is inserted: `issued`, then `tokens`, the
@@ -711,7 +712,7 @@ impl Maps {
     fn settle_token(&self, digest: &Digest, durable: Option<AccessToken>) {
         if let Some(mut slot) = self.tokens.get_mut(digest) {
             if let Some(token) = durable {
-                *slot.token = token;
+                slot.token = Arc::new(token);
             }
             slot.pending = false;
         }

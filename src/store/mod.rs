@@ -82,7 +82,8 @@ impl std::error::Error for StoreError {}
 /// An access token and whether its client still exists (tokens die with their client).
 #[derive(Debug, Clone)]
 pub struct FoundToken {
-    pub token: AccessToken,
+    /// Shared with the store's own copy (memory) or made for this answer (PostgreSQL).
+    pub token: Arc<AccessToken>,
     pub client_alive: bool,
 }
 

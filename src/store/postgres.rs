@@ -729,7 +729,7 @@ impl PgStore {
         let found = row
             .map(|r| {
                 Ok::<_, StoreError>(FoundToken {
-                    token: AccessToken {
+                    token: Arc::new(AccessToken {
                         client_id: r.get(0),
                         dynamic: r.get(1),
                         scope: r.get(2),
@@ -737,7 +737,7 @@ impl PgStore {
                         exp: r.get::<_, i64>(4) as u64,
                         cnf: opt32(r.get(5))?,
                         uses_left: r.get::<_, Option<i32>>(6).map(|n| n.max(0) as u32),
-                    },
+                    }),
                     // A deleted client's tokens are deleted with it.
                     client_alive: true,
                 })
