@@ -619,6 +619,53 @@ fn raw_json(status: StatusCode, bytes: Bytes, no_store: bool) -> Response<Body> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body::Frame;
+    use std::collections::VecDeque;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A body that yields the frames it is given, each at once.
+    struct Frames(VecDeque<Result<Frame<Bytes>, &'static str>>);
+
+    impl http_body::Body for Frames {
+        type Data = Bytes;
+        type Error = &'static str;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, &'static str>>> {
+            Poll::Ready(self.0.pop_front())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_is_its_frames_joined_and_a_single_frame_is_not_copied() {
+        let data = |s: &'static str| Ok(Frame::data(Bytes::from_static(s.as_bytes())));
+        let trailers = || Ok(Frame::trailers(HeaderMap::new()));
+        let one = Bytes::from_static(b"one frame");
+        let got = collect(Frames([Ok(Frame::data(one.clone()))].into()))
+            .await
+            .unwrap();
+        assert_eq!(got, one);
+        assert_eq!(
+            got.as_ptr(),
+            one.as_ptr(),
+            "a single frame is used as it is"
+        );
+        for (frames, want) in [
+            (vec![data("ab"), data("cd"), data("ef")], "abcdef"),
+            (vec![data(""), data("xy")], "xy"),
+            (vec![data("ab"), data(""), data("c")], "abc"),
+            (vec![data("ab"), trailers()], "ab"),
+            (vec![], ""),
+        ] {
+            let got = collect(Frames(frames.into())).await.unwrap();
+            assert_eq!(got, want.as_bytes());
+        }
+        let failed = collect(Frames([data("ab"), Err("reset")].into())).await;
+        assert_eq!(failed, Err("reset"));
+    }
 
     #[test]
     fn a_request_target_is_measured_as_it_is_displayed() {
