@@ -271,6 +271,13 @@ impl<W: std::fmt::Write> JsonFields<'_, W> {
         self.result.is_ok()
     }
 
+    /// An integer as serde_json writes it (the same digits), without `core::fmt`.
+    fn integer(&mut self, field: &tracing::field::Field, value: impl itoa::Integer) {
+        if self.key(field) {
+            self.result = self.writer.write_str(itoa::Buffer::new().format(value));
+        }
+    }
+
     fn number(&mut self, field: &tracing::field::Field, value: impl std::fmt::Display) {
         if self.key(field) {
             self.result = write!(self.writer, "{value}");
@@ -286,23 +293,19 @@ impl<W: std::fmt::Write> tracing::field::Visit for JsonFields<'_, W> {
     }
 
     fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
-        if self.key(field) {
-            self.result = self.writer.write_str(itoa::Buffer::new().format(value));
-        }
+        self.integer(field, value);
     }
 
     fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
-        if self.key(field) {
-            self.result = self.writer.write_str(itoa::Buffer::new().format(value));
-        }
+        self.integer(field, value);
     }
 
     fn record_u128(&mut self, field: &tracing::field::Field, value: u128) {
-        self.number(field, value);
+        self.integer(field, value);
     }
 
     fn record_i128(&mut self, field: &tracing::field::Field, value: i128) {
-        self.number(field, value);
+        self.integer(field, value);
     }
 
     fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
@@ -396,6 +399,13 @@ impl<W: std::fmt::Write> PlainFields<'_, W> {
         }
         self.result.is_ok()
     }
+
+    /// An integer as `Debug` writes it, without the formatting machinery.
+    fn integer(&mut self, field: &tracing::field::Field, value: impl itoa::Integer) {
+        if self.name(field) {
+            self.result = self.writer.write_str(itoa::Buffer::new().format(value));
+        }
+    }
 }
 
 impl<W: std::fmt::Write> tracing::field::Visit for PlainFields<'_, W> {
@@ -422,17 +432,12 @@ impl<W: std::fmt::Write> tracing::field::Visit for PlainFields<'_, W> {
         };
     }
 
-    // Integers are written as `Debug` writes them, without the formatting machinery.
     fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
-        if self.name(field) {
-            self.result = self.writer.write_str(itoa::Buffer::new().format(value));
-        }
+        self.integer(field, value);
     }
 
     fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
-        if self.name(field) {
-            self.result = self.writer.write_str(itoa::Buffer::new().format(value));
-        }
+        self.integer(field, value);
     }
 
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {

@@ -191,8 +191,7 @@ impl Form {
         // An ASCII name without escapes is itself: it is compared byte for byte, and only
         // another name is decoded to compare.
         let i = (0..self.pieces.len()).find(|&i| {
-            let (piece, name_end) = &self.pieces[i];
-            let raw = &self.body[piece.start..*name_end];
+            let raw = self.raw_name(i);
             if raw.is_ascii() && !has_escapes(raw) {
                 raw == name.as_bytes()
             } else {
@@ -206,8 +205,13 @@ impl Form {
 
     /// The name of piece `i`.
     fn name(&self, i: usize) -> Cow<'_, str> {
+        plain(self.raw_name(i)).unwrap_or_else(|| self.decoded(i).0)
+    }
+
+    /// The name of piece `i` as sent.
+    fn raw_name(&self, i: usize) -> &[u8] {
         let (piece, name_end) = &self.pieces[i];
-        plain(&self.body[piece.start..*name_end]).unwrap_or_else(|| self.decoded(i).0)
+        &self.body[piece.start..*name_end]
     }
 
     /// Piece `i` decoded by `form_urlencoded` itself: `+` as space, percent escapes, invalid
