@@ -4,27 +4,24 @@
 //! client authenticates with `tls_client_auth` / `self_signed_tls_client_auth`.
 
 use crate::identity::ClientCertificate;
-use crate::metadata::{AuthMethod, ClientRules, SubjectRule};
+use crate::metadata::{AuthMethod, Registered, Subject};
 
-/// Whether `cert` satisfies what `rules` declare for the client's authentication method.
+/// Whether `cert` satisfies what `metadata` declares for the client's authentication method.
 ///
 /// For `tls_client_auth` this is the subject/SAN rule only; chain verification is the
 /// caller's business (registration and token authentication differ there).
-pub fn satisfies(rules: &ClientRules, cert: &ClientCertificate) -> Result<(), String> {
+pub fn satisfies(metadata: &Registered, cert: &ClientCertificate) -> Result<(), String> {
+    let rules = &metadata.rules;
     match rules.auth {
         AuthMethod::TlsClientAuth => {
-            let ok = match &rules.subject {
-                Some(SubjectRule::Dn(declared)) => {
-                    declared.dn().is_some_and(|dn| dn.matches(&cert.subject_dn))
-                }
-                Some(SubjectRule::Dns(dns)) => {
-                    cert.san.dns.iter().any(|d| d.eq_ignore_ascii_case(dns))
-                }
-                Some(SubjectRule::Uri(uri)) => cert.san.uri.iter().any(|u| **u == **uri),
-                Some(SubjectRule::Ip(ip)) => cert.san.ip.contains(ip),
-                Some(SubjectRule::Email(email)) => {
-                    cert.san.email.iter().any(|e| email_equal(e, email))
-                }
+            let ok = match metadata.subject() {
+                Some(Subject::Dn(_)) => metadata
+                    .declared_dn()
+                    .is_some_and(|dn| dn.matches(&cert.subject_dn)),
+                Some(Subject::Dns(dns)) => cert.san.dns.iter().any(|d| d.eq_ignore_ascii_case(dns)),
+                Some(Subject::Uri(uri)) => cert.san.uri.iter().any(|u| **u == *uri),
+                Some(Subject::Ip(ip)) => cert.san.ip.contains(&ip),
+                Some(Subject::Email(email)) => cert.san.email.iter().any(|e| email_equal(e, email)),
                 None => false,
             };
             if ok {
@@ -37,13 +34,13 @@ pub fn satisfies(rules: &ClientRules, cert: &ClientCertificate) -> Result<(), St
             }
         }
         AuthMethod::SelfSignedTlsClientAuth => {
-            if rules.x5c.is_empty() && rules.jwks_uri {
+            if metadata.x5c().next().is_none() && rules.jwks_uri {
                 return Err(
                     "jwks_uri is not fetched by this server: declare the certificate in jwks"
                         .into(),
                 );
             }
-            if rules.x5c.contains(&cert.sha256) {
+            if metadata.has_x5c(&cert.sha256) {
                 Ok(())
             } else {
                 Err("the certificate is not among the jwks x5c certificates".into())

@@ -199,15 +199,116 @@ pub struct ClientMetadata {
 /// What the registry keeps of a client's metadata: the JSON it answers with, verbatim,
 /// and the few rules the server acts on, parsed once at registration or update. Keeping
 /// the JSON as one string (not 20 optional fields) is what keeps a client near 1 KiB.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The rules' texts (scope, declared subject) are spans of the same string: of the JSON
+/// where it holds them verbatim (it nearly always does), else appended after it. Two
+/// allocations of their own were about 100 bytes per client.
+#[derive(Clone)]
 pub struct Registered {
-    /// The registered metadata as a compact JSON object (no server-issued fields).
-    pub json: Box<str>,
-    /// What authentication and token issuance need.
-    pub rules: ClientRules,
+    /// The registered metadata as a compact JSON object (no server-issued fields), then
+    /// any rule text the JSON does not hold verbatim.
+    text: Box<str>,
+    json_len: u32,
+    /// What authentication and token issuance need, besides the texts.
+    pub rules: Rules,
+    /// [`Span::ABSENT`] without a scope (an `Option` would cost four bytes more, and make
+    /// the whole eight bytes larger).
+    scope: Span,
+    /// The `x5c` thumbprints, sorted, each as 43 characters of base64url.
+    x5c: Span,
+    subject: Option<StoredSubject>,
 }
 
-/// The parts of a client's metadata the server enforces.
+/// A piece of a [`Registered`]'s text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+impl Span {
+    const ABSENT: Self = Self {
+        start: u32::MAX,
+        len: 0,
+    };
+}
+
+/// The length of a thumbprint in base64url.
+const THUMBPRINT_LEN: usize = 43;
+
+/// A string member's opening, `"name":"`, as the stored JSON spells it, ready to search.
+struct Field(memchr::memmem::Finder<'static>);
+
+impl Field {
+    fn new(opening: &'static str) -> Self {
+        Self(memchr::memmem::Finder::new(opening))
+    }
+}
+
+/// The members whose values a [`Registered`] can point into.
+struct Fields {
+    scope: Field,
+    dn: Field,
+    dns: Field,
+    uri: Field,
+    email: Field,
+}
+
+static FIELDS: std::sync::LazyLock<Fields> = std::sync::LazyLock::new(|| Fields {
+    scope: Field::new(r#""scope":""#),
+    dn: Field::new(r#""tls_client_auth_subject_dn":""#),
+    dns: Field::new(r#""tls_client_auth_san_dns":""#),
+    uri: Field::new(r#""tls_client_auth_san_uri":""#),
+    email: Field::new(r#""tls_client_auth_san_email":""#),
+});
+
+/// A declared subject as stored: its text is a span.
+#[derive(Debug, Clone)]
+enum StoredSubject {
+    Dn {
+        text: Span,
+        stored: bool,
+        /// Boxed: eight bytes smaller in every client, and only a client that authenticates
+        /// with its DN has one.
+        parsed: OnceLock<Option<Box<crate::dn::Dn>>>,
+    },
+    Dns(Span),
+    Uri(Span),
+    Ip(std::net::IpAddr),
+    Email(Span),
+}
+
+/// A client's declared certificate subject or SAN (RFC 8705 §2.1.2), as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject<'a> {
+    Dn(&'a str),
+    Dns(&'a str),
+    Uri(&'a str),
+    Ip(std::net::IpAddr),
+    Email(&'a str),
+}
+
+/// The rules of a stored client that are not text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    pub auth: AuthMethod,
+    /// `client_credentials` is among the grant types.
+    pub client_credentials: bool,
+    /// A `jwks_uri` is registered.
+    pub jwks_uri: bool,
+    /// `tls_client_certificate_bound_access_tokens`.
+    pub bound_tokens: bool,
+}
+
+impl Rules {
+    /// Whether the client gets a `client_secret`.
+    pub fn uses_secret(&self) -> bool {
+        self.auth.uses_secret()
+    }
+}
+
+/// The parts of a client's metadata the server enforces, as decided or read back; a
+/// [`Registered`] stores them with the JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientRules {
     pub auth: AuthMethod,
@@ -269,13 +370,6 @@ impl DeclaredDn {
         }
     }
 
-    /// Drops the parsed form; the next [`dn`](Self::dn) parses the text again. A stored
-    /// client keeps only its text until it is used: the parsed form of a two-RDN name is
-    /// five allocations and about 250 bytes, a quarter of an idle client.
-    pub fn release_parsed(&mut self) {
-        self.parsed = OnceLock::new();
-    }
-
     /// The parsed name, or `None` when the text is not one.
     pub fn dn(&self) -> Option<&crate::dn::Dn> {
         self.parsed
@@ -299,41 +393,234 @@ impl PartialEq for DeclaredDn {
 
 impl Eq for DeclaredDn {}
 
-impl ClientRules {
+impl Registered {
+    /// Stores `rules` with the metadata `json`.
+    pub fn new(json: String, rules: ClientRules) -> Self {
+        let ClientRules {
+            auth,
+            client_credentials,
+            scope,
+            subject,
+            x5c,
+            jwks_uri,
+            bound_tokens,
+        } = rules;
+        let mut text = json;
+        // Rule text and JSON are far below 4 GiB (a body is at most 64 KiB, a snapshot
+        // record at most its frame); past that a span would be wrong, never unsafe.
+        let json_len = text.len() as u32;
+        let mut x5c = x5c.into_vec();
+        x5c.sort_unstable();
+        x5c.dedup();
+        let x5c = {
+            let start = text.len();
+            for t in &x5c {
+                base64::Engine::encode_string(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                    t,
+                    &mut text,
+                );
+            }
+            Span {
+                start: start as u32,
+                len: (text.len() - start) as u32,
+            }
+        };
+        // Where the JSON holds `"field":"piece"`, the span points there; else the piece is
+        // appended. Only the field's member is looked at (a search for the piece anywhere
+        // was an eighth of restoring a snapshot), and any bytes equal to the piece would do.
+        let mut place = |field: &Field, piece: &str| -> Span {
+            let json = &text.as_bytes()[..json_len as usize];
+            let start = field
+                .0
+                .find(json)
+                .map(|at| at + field.0.needle().len())
+                .filter(|&at| json[at..].starts_with(piece.as_bytes()))
+                .unwrap_or_else(|| {
+                    text.push_str(piece);
+                    text.len() - piece.len()
+                });
+            Span {
+                start: start as u32,
+                len: piece.len() as u32,
+            }
+        };
+        let scope = scope
+            .as_deref()
+            .map_or(Span::ABSENT, |v| place(&FIELDS.scope, v));
+        let subject = subject.map(|s| match s {
+            SubjectRule::Dn(d) => StoredSubject::Dn {
+                text: place(&FIELDS.dn, &d.text),
+                stored: d.stored,
+                parsed: match d.parsed.into_inner() {
+                    Some(dn) => OnceLock::from(dn.map(Box::new)),
+                    None => OnceLock::new(),
+                },
+            },
+            SubjectRule::Dns(v) => StoredSubject::Dns(place(&FIELDS.dns, &v)),
+            SubjectRule::Uri(v) => StoredSubject::Uri(place(&FIELDS.uri, &v)),
+            SubjectRule::Ip(ip) => StoredSubject::Ip(ip),
+            SubjectRule::Email(v) => StoredSubject::Email(place(&FIELDS.email, &v)),
+        });
+        Self {
+            text: text.into_boxed_str(),
+            json_len,
+            rules: Rules {
+                auth,
+                client_credentials,
+                jwks_uri,
+                bound_tokens,
+            },
+            scope,
+            x5c,
+            subject,
+        }
+    }
+
+    /// The registered metadata as a compact JSON object.
+    pub fn json(&self) -> &str {
+        self.text.get(..self.json_len as usize).unwrap_or("")
+    }
+
+    fn span(&self, span: Span) -> &str {
+        let start = span.start as usize;
+        self.text
+            .get(start..start + span.len as usize)
+            .unwrap_or("")
+    }
+
+    /// The registered scope, space-separated.
+    pub fn scope(&self) -> Option<&str> {
+        (self.scope != Span::ABSENT).then(|| self.span(self.scope))
+    }
+
+    /// SHA-256 of the `jwks` `x5c` leaf certificates, sorted.
+    pub fn x5c(&self) -> impl Iterator<Item = [u8; 32]> + '_ {
+        self.span(self.x5c)
+            .as_bytes()
+            .chunks(THUMBPRINT_LEN)
+            .filter_map(|b64| {
+                let mut t = [0u8; 32];
+                let n = base64::Engine::decode_slice(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                    b64,
+                    &mut t,
+                );
+                (n.ok() == Some(32)).then_some(t)
+            })
+    }
+
+    /// Whether `sha256` is among the `x5c` thumbprints.
+    pub fn has_x5c(&self, sha256: &[u8; 32]) -> bool {
+        self.x5c().any(|t| t == *sha256)
+    }
+
+    /// The registered scope tokens.
+    pub fn scope_tokens(&self) -> impl Iterator<Item = &str> {
+        self.scope()
+            .unwrap_or("")
+            .split(' ')
+            .filter(|s| !s.is_empty())
+    }
+
+    /// The one `tls_client_auth_*` value, for `tls_client_auth`.
+    pub fn subject(&self) -> Option<Subject<'_>> {
+        Some(match self.subject.as_ref()? {
+            StoredSubject::Dn { text, .. } => Subject::Dn(self.span(*text)),
+            StoredSubject::Dns(s) => Subject::Dns(self.span(*s)),
+            StoredSubject::Uri(s) => Subject::Uri(self.span(*s)),
+            StoredSubject::Ip(ip) => Subject::Ip(*ip),
+            StoredSubject::Email(s) => Subject::Email(self.span(*s)),
+        })
+    }
+
+    /// The declared subject DN, parsed (on first use for a stored client); `None` when
+    /// none is declared or the text is not one this release reads (it then matches
+    /// nothing).
+    pub fn declared_dn(&self) -> Option<&crate::dn::Dn> {
+        match &self.subject {
+            Some(StoredSubject::Dn {
+                text,
+                stored,
+                parsed,
+            }) => parsed
+                .get_or_init(|| {
+                    let text = self.span(*text);
+                    if *stored {
+                        crate::dn::Dn::parse_legacy(text)
+                    } else {
+                        crate::dn::Dn::parse(text)
+                    }
+                    .map(Box::new)
+                })
+                .as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Drops what is parsed again on first use: a stored client keeps only its text until
+    /// it is used (the parsed form of a two-RDN name is five allocations and about 250
+    /// bytes, a quarter of an idle client).
+    pub fn release_parsed(&mut self) {
+        if let Some(StoredSubject::Dn { parsed, .. }) = &mut self.subject {
+            *parsed = OnceLock::new();
+        }
+    }
+
     /// Whether two rule sets let the same certificates authenticate (a PUT that changes
     /// this must prove it holds a certificate satisfying the new values). Only the rule of
     /// the certificate-based method in force counts: switching to a secret, or editing
     /// keys without `x5c`, lets no new certificate in.
     pub fn same_certificate_rules(&self, other: &Self) -> bool {
-        let rule = |r: &Self| match r.auth {
-            AuthMethod::TlsClientAuth => Some((r.auth, r.subject.clone(), None)),
-            AuthMethod::SelfSignedTlsClientAuth => {
-                Some((r.auth, None, Some((r.x5c.clone(), r.jwks_uri))))
-            }
-            _ => None,
+        let (a, b) = (&self.rules, &other.rules);
+        let certificate = |m: AuthMethod| {
+            matches!(
+                m,
+                AuthMethod::TlsClientAuth | AuthMethod::SelfSignedTlsClientAuth
+            )
         };
-        rule(self) == rule(other)
+        if !certificate(a.auth) && !certificate(b.auth) {
+            return true;
+        }
+        a.auth == b.auth
+            && match a.auth {
+                AuthMethod::TlsClientAuth => self.same_subject(other),
+                _ => self.span(self.x5c) == other.span(other.x5c) && a.jwks_uri == b.jwks_uri,
+            }
     }
 
-    /// Drops what is parsed again on first use (see [`DeclaredDn::release_parsed`]).
-    pub fn release_parsed(&mut self) {
-        if let Some(SubjectRule::Dn(declared)) = &mut self.subject {
-            declared.release_parsed();
+    /// The same declared subject: a DN however it is spelled, other values exactly.
+    fn same_subject(&self, other: &Self) -> bool {
+        match (self.subject(), other.subject()) {
+            (Some(Subject::Dn(_)), Some(Subject::Dn(_))) => {
+                self.declared_dn().is_some() && self.declared_dn() == other.declared_dn()
+            }
+            (a, b) => a == b,
         }
     }
+}
 
-    /// Whether the client gets a `client_secret`.
-    pub fn uses_secret(&self) -> bool {
-        self.auth.uses_secret()
+impl PartialEq for Registered {
+    fn eq(&self, other: &Self) -> bool {
+        self.json() == other.json()
+            && self.rules == other.rules
+            && self.scope() == other.scope()
+            && self.span(self.x5c) == other.span(other.x5c)
+            && self.same_subject(other)
     }
+}
 
-    /// The registered scope tokens.
-    pub fn scope_tokens(&self) -> impl Iterator<Item = &str> {
-        self.scope
-            .as_deref()
-            .unwrap_or("")
-            .split(' ')
-            .filter(|s| !s.is_empty())
+impl Eq for Registered {}
+
+impl std::fmt::Debug for Registered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registered")
+            .field("json", &self.json())
+            .field("rules", &self.rules)
+            .field("scope", &self.scope())
+            .field("x5c", &self.span(self.x5c))
+            .field("subject", &self.subject())
+            .finish()
     }
 }
 
@@ -568,10 +855,7 @@ impl ClientMetadata {
         // Serializing plain data into a string cannot fail; `{}` would only lose the
         // echo of the metadata, never a rule.
         let json = serde_json::to_string(&self).unwrap_or_else(|_| "{}".into());
-        Ok(Registered {
-            json: json.into_boxed_str(),
-            rules,
-        })
+        Ok(Registered::new(json, rules))
     }
 }
 
@@ -792,6 +1076,87 @@ mod tests {
         let unreadable = DeclaredDn::stored("not a DN");
         assert!(unreadable.dn().is_none());
         assert_ne!(unreadable, unreadable.clone());
+    }
+
+    fn rules(scope: Option<&str>, subject: Option<SubjectRule>, x5c: &[[u8; 32]]) -> ClientRules {
+        ClientRules {
+            auth: AuthMethod::TlsClientAuth,
+            client_credentials: true,
+            scope: scope.map(Into::into),
+            subject,
+            x5c: x5c.into(),
+            jwks_uri: false,
+            bound_tokens: true,
+        }
+    }
+
+    #[test]
+    fn stored_rule_texts_read_back_whether_the_json_holds_them_or_not() {
+        // In the JSON verbatim: read from there, nothing appended.
+        let json = r#"{"scope":"a b","tls_client_auth_subject_dn":"CN=x,O=y"}"#;
+        let dn = SubjectRule::Dn(DeclaredDn::new("CN=x,O=y"));
+        let r = Registered::new(json.into(), rules(Some("a b"), Some(dn), &[]));
+        assert_eq!(r.json(), json);
+        assert_eq!(r.text.len(), json.len());
+        assert_eq!(r.scope(), Some("a b"));
+        assert_eq!(r.scope_tokens().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(r.subject(), Some(Subject::Dn("CN=x,O=y")));
+        assert!(r.declared_dn().is_some());
+
+        // Escaped in the JSON (a backslash in a DN, a quote): appended after it, and the
+        // JSON answered is still exactly the JSON.
+        let escaped = r"CN=a\,b";
+        let json = r#"{"tls_client_auth_subject_dn":"CN=a\\,b","scope":"q\"s"}"#;
+        let x5c = [[3u8; 32], [1u8; 32], [3u8; 32]];
+        let r = Registered::new(
+            json.into(),
+            rules(Some("q\"s"), Some(SubjectRule::Dns("h\"x".into())), &x5c),
+        );
+        assert_eq!(r.json(), json);
+        assert_eq!(r.scope(), Some("q\"s"));
+        assert_eq!(r.subject(), Some(Subject::Dns("h\"x")));
+        assert!(r.declared_dn().is_none());
+        // Sorted and without repeats, as the codec writes them.
+        assert_eq!(r.x5c().collect::<Vec<_>>(), [[1u8; 32], [3u8; 32]]);
+        assert!(r.has_x5c(&[3u8; 32]) && !r.has_x5c(&[2u8; 32]));
+        let stored = SubjectRule::Dn(DeclaredDn::stored(escaped));
+        let r = Registered::new(json.into(), rules(None, Some(stored), &[]));
+        assert_eq!(r.scope(), None);
+        assert_eq!(r.subject(), Some(Subject::Dn(escaped)));
+        assert_eq!(r.json(), json);
+
+        // An empty scope is a scope, not none.
+        let r = Registered::new("{}".into(), rules(Some(""), None, &[]));
+        assert_eq!(r.scope(), Some(""));
+    }
+
+    #[test]
+    fn stored_rules_compare_by_what_they_let_in() {
+        let with = |dn: &str| {
+            let subject = SubjectRule::Dn(DeclaredDn::new(dn));
+            Registered::new("{}".into(), rules(None, Some(subject), &[]))
+        };
+        // The same DN however spelled; a different one is different.
+        assert!(with("CN=x,O=y").same_certificate_rules(&with("cn=x, o=y")));
+        assert!(!with("CN=x,O=y").same_certificate_rules(&with("CN=x,O=z")));
+        // The x5c set, whatever order it was declared in.
+        let self_signed = |x5c: &[[u8; 32]]| {
+            let mut r = rules(None, None, x5c);
+            r.auth = AuthMethod::SelfSignedTlsClientAuth;
+            Registered::new("{}".into(), r)
+        };
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        assert!(self_signed(&[a, b]).same_certificate_rules(&self_signed(&[b, a])));
+        assert!(!self_signed(&[a]).same_certificate_rules(&self_signed(&[a, b])));
+        // Two secret-based methods let no certificate in: the same as far as this goes.
+        let secret = |auth| {
+            let mut r = rules(None, None, &[]);
+            r.auth = auth;
+            Registered::new("{}".into(), r)
+        };
+        assert!(secret(AuthMethod::ClientSecretBasic)
+            .same_certificate_rules(&secret(AuthMethod::ClientSecretPost)));
+        assert!(!secret(AuthMethod::ClientSecretBasic).same_certificate_rules(&with("CN=x")));
     }
 
     fn policy() -> Policy {

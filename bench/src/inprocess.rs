@@ -78,7 +78,7 @@ pub fn register_many(
                         .register(template.clone(), Some(&cert), None)
                         .await
                         .map_err(|e| format!("registration failed: {e:?}"))?;
-                    json = resp.metadata.json.len();
+                    json = resp.metadata.json().len();
                     if worker == 0 && i > 0 && i % (250_000 / IN_FLIGHT) == 0 {
                         eprintln!("  ~{} clients registered", i * IN_FLIGHT);
                     }

@@ -69,7 +69,7 @@ pub fn micro(opts: &MicroOpts) -> Result<(), Error> {
         ),
         (
             "  of which `cert_match::satisfies` (declared DN against the certificate)",
-            time_per_call(n, || certgate::cert_match::satisfies(&metadata.rules, &cert)),
+            time_per_call(n, || certgate::cert_match::satisfies(&metadata, &cert)),
         ),
         (
             "201 body encoding (`ClientResponse::to_json`)",

@@ -10,7 +10,7 @@ use super::{Error, Registry, StaticClient};
 use crate::cert_match;
 use crate::config;
 use crate::identity::ClientCertificate;
-use crate::metadata::{AuthMethod, ClientMetadata, ClientRules, Policy, Registered};
+use crate::metadata::{AuthMethod, ClientMetadata, Policy, Registered, Rules};
 use crate::secret;
 
 /// The credentials a request carried, as the HTTP layer found them (borrowed from the
@@ -58,7 +58,7 @@ pub struct Authenticated {
 
 impl Authenticated {
     /// The rules the client registered (or the operator configured).
-    pub fn rules(&self) -> &ClientRules {
+    pub fn rules(&self) -> &Rules {
         &self.metadata.rules
     }
 }
@@ -176,13 +176,13 @@ impl Registry {
                 creds.basic.is_none()
                     && creds.client_secret.is_none()
                     && cert.is_some_and(|c| {
-                        c.chain_verified && cert_match::satisfies(&metadata.rules, c).is_ok()
+                        c.chain_verified && cert_match::satisfies(&metadata, c).is_ok()
                     })
             }
             AuthMethod::SelfSignedTlsClientAuth => {
                 creds.basic.is_none()
                     && creds.client_secret.is_none()
-                    && cert.is_some_and(|c| cert_match::satisfies(&metadata.rules, c).is_ok())
+                    && cert.is_some_and(|c| cert_match::satisfies(&metadata, c).is_ok())
             }
             AuthMethod::None => false,
         };

@@ -588,7 +588,7 @@ fn check_update_against(
     );
     if require_matching_certificate
         && certificate_method
-        && !new.same_certificate_rules(&client.metadata.rules)
+        && !update.metadata.same_certificate_rules(&client.metadata)
     {
         // A client cannot widen who may authenticate as it: it must hold a certificate
         // that satisfies the new rules.
@@ -597,7 +597,7 @@ fn check_update_against(
                 "changing the certificate-matching metadata requires presenting a certificate that satisfies it",
             ));
         };
-        cert_match::satisfies(&update.metadata.rules, cert).map_err(|e| bad(&e))?;
+        cert_match::satisfies(&update.metadata, cert).map_err(|e| bad(&e))?;
     }
     Ok(())
 }
@@ -609,7 +609,7 @@ fn apply_update(
     mut metadata: Registered,
     fresh: &Fresh,
 ) -> Option<String> {
-    metadata.rules.release_parsed();
+    metadata.release_parsed();
     let needs_secret = metadata.rules.uses_secret();
     client.metadata = Arc::new(metadata);
     match (needs_secret, client.secret.is_some()) {

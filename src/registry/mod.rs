@@ -254,7 +254,7 @@ impl std::fmt::Debug for ClientResponse {
 impl ClientResponse {
     /// The JSON body.
     pub fn to_json(&self) -> Vec<u8> {
-        let meta = self.metadata.json.trim();
+        let meta = self.metadata.json().trim();
         // The issued fields (id, secret, token, URI, times) take about 300 bytes: one
         // allocation, never a regrowth that copies the answer.
         let mut out = Vec::with_capacity(512 + meta.len());
@@ -527,7 +527,7 @@ fn apply_statement(
 
 /// The software statement a client registered with, if any.
 fn registered_statement(client: &ClientRecord) -> Option<String> {
-    let meta: serde_json::Value = serde_json::from_str(&client.metadata.json).ok()?;
+    let meta: serde_json::Value = serde_json::from_str(client.metadata.json()).ok()?;
     meta.get("software_statement")?.as_str().map(str::to_owned)
 }
 
@@ -549,9 +549,9 @@ mod tests {
     #[test]
     fn debug_of_every_type_holding_a_plaintext_credential_is_redacted() {
         let secret = "s3cret-plaintext-value";
-        let metadata = Arc::new(Registered {
-            json: "{}".into(),
-            rules: crate::metadata::ClientRules {
+        let metadata = Arc::new(Registered::new(
+            "{}".to_owned(),
+            crate::metadata::ClientRules {
                 auth: crate::metadata::AuthMethod::ClientSecretBasic,
                 client_credentials: true,
                 scope: None,
@@ -560,7 +560,7 @@ mod tests {
                 jwks_uri: false,
                 bound_tokens: false,
             },
-        });
+        ));
         let shown = [
             format!(
                 "{:?}",

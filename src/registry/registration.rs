@@ -71,10 +71,10 @@ fn decide(
     let mut metadata = ClientMetadata::parse(body, &settings.policy)?.into_registered()?;
     if let Some(cert) = cert {
         if settings.require_matching_certificate {
-            cert_match::satisfies(&metadata.rules, cert).map_err(MetadataError::ClientMetadata)?;
+            cert_match::satisfies(&metadata, cert).map_err(MetadataError::ClientMetadata)?;
         }
     }
-    metadata.rules.release_parsed();
+    metadata.release_parsed();
     let uses_secret = metadata.rules.uses_secret();
     let client = ClientRecord {
         client_id: fresh.client_id().into(),

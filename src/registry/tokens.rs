@@ -123,7 +123,7 @@ fn decide_grant(
     // stored (SPEC §6a.25): they are never part of what it may be granted.
     let registered = || {
         client
-            .rules()
+            .metadata
             .scope_tokens()
             .filter(|t| client.is_static || (*t != s.dcrm_scope && *t != s.initial_access_scope))
     };

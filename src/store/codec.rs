@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::Change;
-use crate::metadata::{AuthMethod, ClientRules, DeclaredDn, Registered, SubjectRule};
+use crate::metadata::{AuthMethod, ClientRules, DeclaredDn, Registered, Subject, SubjectRule};
 use crate::model::{AccessToken, ClientRecord, RegToken};
 
 const CLIENT: u8 = 1;
@@ -91,8 +91,8 @@ fn client_fields(w: &mut Writer<'_>, c: &ClientRecord) {
     w.bytes32(&c.reg_token.digest);
     w.u64(c.reg_token.issued_at);
     w.u8(c.reg_token.revoked as u8);
-    w.str(&c.metadata.json);
-    rules(w, &c.metadata.rules);
+    w.str(c.metadata.json());
+    rules(w, &c.metadata);
 }
 
 fn token_fields(w: &mut Writer<'_>, token: &AccessToken) {
@@ -123,10 +123,10 @@ fn read_client(r: &mut Reader<'_>) -> Result<ClientRecord, String> {
             issued_at: r.u64()?,
             revoked: r.u8()? != 0,
         },
-        metadata: Arc::new(Registered {
-            json: r.string()?.into_boxed_str(),
-            rules: read_rules(r)?,
-        }),
+        metadata: {
+            let json = r.string()?;
+            Arc::new(Registered::new(json, read_rules(r)?))
+        },
         grace: None,
     })
 }
@@ -262,9 +262,9 @@ pub fn decode_trailer(bytes: &[u8]) -> Option<u64> {
 }
 
 /// The encoding of a client's enforced rules alone (the shared store keeps it in a column).
-pub fn encode_rules(rules: &ClientRules) -> Vec<u8> {
+pub fn encode_rules(metadata: &Registered) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
-    self::rules(&mut Writer(&mut out), rules);
+    self::rules(&mut Writer(&mut out), metadata);
     out
 }
 
@@ -276,7 +276,8 @@ pub fn decode_rules(bytes: &[u8]) -> Result<ClientRules, String> {
     Ok(rules)
 }
 
-fn rules(w: &mut Writer<'_>, rules: &ClientRules) {
+fn rules(w: &mut Writer<'_>, metadata: &Registered) {
+    let rules = &metadata.rules;
     w.u8(match rules.auth {
         AuthMethod::None => 0,
         AuthMethod::ClientSecretBasic => 1,
@@ -287,39 +288,39 @@ fn rules(w: &mut Writer<'_>, rules: &ClientRules) {
     w.u8(rules.client_credentials as u8
         | (rules.jwks_uri as u8) << 1
         | (rules.bound_tokens as u8) << 2);
-    match &rules.scope {
+    match metadata.scope() {
         Some(s) => {
             w.u8(1);
             w.str(s);
         }
         None => w.u8(0),
     }
-    match &rules.subject {
+    match metadata.subject() {
         None => w.u8(0),
-        Some(SubjectRule::Dn(declared)) => {
+        Some(Subject::Dn(s)) => {
             w.u8(1);
-            w.str(&declared.text);
+            w.str(s);
         }
-        Some(SubjectRule::Dns(s)) => {
+        Some(Subject::Dns(s)) => {
             w.u8(2);
             w.str(s);
         }
-        Some(SubjectRule::Uri(s)) => {
+        Some(Subject::Uri(s)) => {
             w.u8(3);
             w.str(s);
         }
-        Some(SubjectRule::Ip(ip)) => {
+        Some(Subject::Ip(ip)) => {
             w.u8(4);
             w.str(&ip.to_string());
         }
-        Some(SubjectRule::Email(s)) => {
+        Some(Subject::Email(s)) => {
             w.u8(5);
             w.str(s);
         }
     }
-    w.u32(rules.x5c.len() as u32);
-    for t in rules.x5c.iter() {
-        w.bytes32(t);
+    w.u32(metadata.x5c().count() as u32);
+    for t in metadata.x5c() {
+        w.bytes32(&t);
     }
 }
 
@@ -479,9 +480,9 @@ mod tests {
             client_id: "abc".into(),
             version: 0,
             issued_at: 7,
-            metadata: Arc::new(Registered {
-                json: r#"{"client_name":"x"}"#.into(),
-                rules: ClientRules {
+            metadata: Arc::new(Registered::new(
+                r#"{"client_name":"x"}"#.to_owned(),
+                ClientRules {
                     auth: AuthMethod::SelfSignedTlsClientAuth,
                     client_credentials: true,
                     scope: Some("a b".into()),
@@ -490,7 +491,7 @@ mod tests {
                     jwks_uri: false,
                     bound_tokens: true,
                 },
-            }),
+            )),
             secret: Some([1u8; 32]),
             bound: None,
             reg_token: RegToken {

@@ -8,8 +8,9 @@
 //! one record exactly one commits, and nothing is visible before it is durable (SPEC §7: a
 //! request answered 503 changed nothing anyone can see).
 //!
-//! Lock order: `clients` → `reg_index`; `issued` → `tokens` → `clients`; never the other way
-//! round, and a map guard is never held across an `.await` or while a commit is queued.
+//! Lock order: `issued` → `tokens` → `clients` (whose own order is in `clients`); never the
+//! other way round, and a map guard is never held across an `.await` or while a commit is
+//! queued.
 //! Without a data directory a commit is applied at once, by the same callback.
 
 use std::collections::VecDeque;
@@ -20,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use dashmap::DashMap;
 use tokio::sync::Notify;
 
+use super::clients::{Busy, ClientTable};
 use super::journal::{Apply, Journal};
 use super::snapshot::{self, Recovered};
 use super::{Change, FoundToken, SnapshotStats, StoreError};
@@ -56,24 +58,6 @@ impl std::hash::Hasher for DigestHasher {
     fn write_usize(&mut self, _: usize) {}
 }
 
-/// The registration-token index's key: the first half of a token digest. The index only
-/// points at a client, and the client's record, holding the whole digest, decides
-/// ([`MemoryStore::client_by_reg_token`]); half a digest (128 bits of a server-drawn random
-/// token's hash) keeps two live tokens apart as surely, in a slot 16 bytes smaller.
-type IndexKey = [u8; 16];
-
-fn index_key(digest: &Digest) -> IndexKey {
-    let mut key = [0u8; 16];
-    key.copy_from_slice(&digest[..16]);
-    key
-}
-
-/// A client's committed record, and whether a change to it is on its way to disk.
-struct Slot {
-    rec: Arc<ClientRecord>,
-    pending: bool,
-}
-
 /// An access token, and whether a change to it (a spent use) is on its way to disk.
 struct TokenSlot {
     /// Shared with every look-up's answer: nothing is copied to read a token.
@@ -83,10 +67,8 @@ struct TokenSlot {
 
 /// The maps, shared with the journal writer's apply callbacks.
 struct Maps {
-    // One allocation of each client id, shared by both maps.
-    clients: DashMap<Arc<str>, Slot, Fx>,
-    /// Registration token digest (current, or just replaced in grace) → client id.
-    reg_index: DashMap<IndexKey, Arc<str>, ByDigest>,
+    /// Each client, by id and by registration token.
+    clients: ClientTable,
     tokens: DashMap<Digest, TokenSlot, ByDigest>,
     /// Each client's access tokens, oldest first (`tokens.max_active_per_client`).
     issued: DashMap<String, VecDeque<(u64, Digest)>, Fx>,
@@ -127,16 +109,7 @@ impl MemoryStore {
         // Many shards keep each shard's lock short, also while a snapshot copies it.
         Self {
             maps: Arc::new(Maps {
-                clients: DashMap::with_capacity_and_hasher_and_shard_amount(
-                    clients,
-                    Fx::default(),
-                    64,
-                ),
-                reg_index: DashMap::with_capacity_and_hasher_and_shard_amount(
-                    clients,
-                    ByDigest::default(),
-                    64,
-                ),
+                clients: ClientTable::with_capacity(clients),
                 tokens: DashMap::with_capacity_and_hasher_and_shard_amount(
                     tokens,
                     ByDigest::default(),
@@ -202,7 +175,7 @@ impl MemoryStore {
 
     /// Every client and every live access token.
     pub fn records(&self) -> (Vec<Arc<ClientRecord>>, Vec<(Digest, AccessToken)>) {
-        let clients = self.maps.clients.iter().map(|s| s.rec.clone()).collect();
+        let clients = self.maps.clients.all();
         let now = self.now();
         let tokens = self
             .maps
@@ -254,7 +227,7 @@ impl MemoryStore {
 
     /// The client `id`, as last committed.
     pub async fn client(&self, id: &str) -> Result<Option<Arc<ClientRecord>>, StoreError> {
-        Ok(self.maps.clients.get(id).map(|s| s.rec.clone()))
+        Ok(self.maps.clients.get(id))
     }
 
     /// The client a registration token digest points at.
@@ -262,12 +235,7 @@ impl MemoryStore {
         &self,
         digest: &Digest,
     ) -> Result<Option<Arc<ClientRecord>>, StoreError> {
-        let key = index_key(digest);
-        let Some(id) = self.maps.reg_index.get(&key).map(|e| e.value().clone()) else {
-            return Ok(None);
-        };
-        let rec = self.client(&id).await?;
-        Ok(rec.filter(|r| live_digests(r).any(|d| d == *digest)))
+        Ok(self.maps.clients.by_reg_token(digest))
     }
 
     /// Inserts a new client, spending one use of `initial` with it.
@@ -361,25 +329,17 @@ impl MemoryStore {
         let settled = maps.settled.notified();
         let mut settled = pin!(settled);
         settled.as_mut().enable();
-        let previous = {
-            let Some(mut slot) = maps.clients.get_mut(&*old.client_id) else {
-                return Err(StoreError::Conflict);
-            };
-            if slot.rec.version != old.version {
-                return Err(StoreError::Conflict);
-            }
-            if slot.pending {
-                drop(slot);
+        // Pending from here until the apply callback: no other change to this client is
+        // queued meanwhile, so per client the journal's order is the order of versions.
+        let previous = match maps.clients.begin_change(&old.client_id, old.version) {
+            Ok(previous) => previous,
+            Err(Busy::Stale) => return Err(StoreError::Conflict),
+            Err(Busy::Pending) => {
                 // Another change to this client is on its way to disk: once it settles the
                 // caller must look again.
                 settled.await;
                 return Err(StoreError::Conflict);
             }
-            // Pending from here until the apply callback: no other change to this client
-            // is queued meanwhile, so per client the journal's order is the order of
-            // versions.
-            slot.pending = true;
-            slot.rec.clone()
         };
         let new = new.map(|mut n| {
             n.version = old.version + 1;
@@ -395,13 +355,9 @@ impl MemoryStore {
             },
             |(maps, previous, new), ok| {
                 match (ok, new) {
-                    (true, Some(n)) => maps.update_client(&previous, n),
+                    (true, Some(n)) => maps.clients.put(n),
                     (true, None) => maps.remove_client(&previous.client_id),
-                    (false, _) => {
-                        if let Some(mut slot) = maps.clients.get_mut(&*previous.client_id) {
-                            slot.pending = false;
-                        }
-                    }
+                    (false, _) => maps.clients.abandon_change(&previous.client_id),
                 }
                 maps.settled.notify_waiters();
             },
@@ -414,8 +370,7 @@ impl MemoryStore {
         let Some(token) = self.maps.tokens.get(digest).map(|s| s.token.clone()) else {
             return Ok(None);
         };
-        let client_alive =
-            !token.dynamic || self.maps.clients.contains_key(token.client_id.as_str());
+        let client_alive = self.maps.token_owner_alive(&token);
         Ok(Some(FoundToken {
             token,
             client_alive,
@@ -529,8 +484,7 @@ impl MemoryStore {
         // written and applied when `rotate` returns, so the copy below has all of them.
         durable.journal.rotate(next)?;
         *generation = next;
-        let clients: Vec<Arc<ClientRecord>> =
-            self.maps.clients.iter().map(|s| s.rec.clone()).collect();
+        let clients = self.maps.clients.all();
         let now = self.now();
         let tokens: Vec<Change> = self
             .maps
@@ -561,12 +515,12 @@ impl MemoryStore {
         let mut lines: Vec<String> = self
             .maps
             .clients
+            .all()
             .iter()
-            .map(|e| {
-                let c = &e.rec;
+            .map(|c| {
                 format!(
                     "client {} issued={} secret={} bound={} token={} token_iat={} revoked={} grace={} {}",
-                    e.key(),
+                    c.client_id,
                     c.issued_at,
                     opt(&c.secret),
                     opt(&c.bound),
@@ -574,7 +528,7 @@ impl MemoryStore {
                     c.reg_token.issued_at,
                     c.reg_token.revoked,
                     c.grace.as_ref().map_or("-".to_owned(), |g| hex(&g.replaced)),
-                    c.metadata.json
+                    c.metadata.json()
                 )
             })
             .collect();
@@ -619,11 +573,11 @@ impl Maps {
     }
 
     fn upsert_recovered(&self, client: ClientRecord) {
-        match self.clients.get(&*client.client_id).map(|s| s.rec.clone()) {
+        match self.clients.get(&client.client_id) {
             Some(previous) => {
                 let mut client = client;
                 client.version = previous.version + 1;
-                self.update_client(&previous, client);
+                self.clients.put(client);
             }
             None => {
                 if let Some(sha) = client.bound {
@@ -655,45 +609,14 @@ impl Maps {
 
     /// A registration is durable: make it visible (its quota slot is already counted).
     fn insert_client(&self, client: ClientRecord) {
-        let id = client.client_id.clone();
-        for d in live_digests(&client) {
-            self.reg_index.insert(index_key(&d), id.clone());
-        }
-        self.clients.insert(
-            id,
-            Slot {
-                rec: Arc::new(client),
-                pending: false,
-            },
-        );
-    }
-
-    /// A change is durable: `new` replaces `previous`.
-    fn update_client(&self, previous: &ClientRecord, new: ClientRecord) {
-        let is_live = |c: &ClientRecord, d: &Digest| live_digests(c).any(|l| l == *d);
-        if let Some(mut slot) = self.clients.get_mut(&*new.client_id) {
-            let id = slot.key().clone();
-            for d in live_digests(previous).filter(|d| !is_live(&new, d)) {
-                self.reg_index
-                    .remove_if(&index_key(&d), |_, owner| *owner == id);
-            }
-            for d in live_digests(&new).filter(|d| !is_live(previous, d)) {
-                self.reg_index.insert(index_key(&d), id.clone());
-            }
-            slot.rec = Arc::new(new);
-            slot.pending = false;
-        }
+        self.clients.put(client);
     }
 
     /// A deletion is durable: the client, its tokens' index entries and its quota slot go.
     /// (Its access tokens die because they are checked against the live client on use.)
     fn remove_client(&self, id: &str) {
-        if let Some((_, slot)) = self.clients.remove(id) {
-            for d in live_digests(&slot.rec) {
-                self.reg_index
-                    .remove_if(&index_key(&d), |_, owner| **owner == *id);
-            }
-            if let Some(sha) = slot.rec.bound {
+        if let Some(rec) = self.clients.remove(id) {
+            if let Some(sha) = rec.bound {
                 self.unbind(&sha);
             }
         }
@@ -733,17 +656,8 @@ impl Maps {
     }
 
     fn token_owner_alive(&self, token: &AccessToken) -> bool {
-        !token.dynamic || self.clients.contains_key(token.client_id.as_str())
+        !token.dynamic || self.clients.contains(&token.client_id)
     }
-}
-
-/// The registration token digests a record answers to: the current one unless revoked, and
-/// the just-replaced one while in grace.
-fn live_digests(c: &ClientRecord) -> impl Iterator<Item = Digest> + '_ {
-    let current = (!c.reg_token.revoked).then_some(c.reg_token.digest);
-    current
-        .into_iter()
-        .chain(c.grace.as_ref().map(|g| g.replaced))
 }
 
 #[cfg(test)]
@@ -757,9 +671,9 @@ mod tests {
             client_id: id.into(),
             version: 0,
             issued_at: 1,
-            metadata: Arc::new(Registered {
-                json: "{}".into(),
-                rules: ClientRules {
+            metadata: Arc::new(Registered::new(
+                "{}".to_owned(),
+                ClientRules {
                     auth: AuthMethod::TlsClientAuth,
                     client_credentials: false,
                     scope: None,
@@ -768,7 +682,7 @@ mod tests {
                     jwks_uri: false,
                     bound_tokens: false,
                 },
-            }),
+            )),
             secret: None,
             bound: None,
             reg_token: RegToken {
@@ -781,37 +695,103 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_token_index_answers_only_for_the_whole_digest() {
+    async fn a_registration_token_finds_its_client_until_it_is_replaced() {
         let store = MemoryStore::new(Arc::new(crate::clock::SystemClock));
         let a = [7u8; 32];
-        // Shares the index key (the first 16 bytes) with `a`, differs after it.
+        // Differs from `a` in the last byte only: both are found, each to its own client.
         let mut b = a;
         b[31] ^= 1;
         store.register(client("a", a), None, 10).await.unwrap();
         let found = store.client_by_reg_token(&a).await.unwrap().unwrap();
         assert_eq!(&*found.client_id, "a");
         assert!(store.client_by_reg_token(&b).await.unwrap().is_none());
-
-        // A client owning the same key takes the slot; deleting the other client leaves
-        // the new owner's entry in place.
         store.register(client("b", b), None, 10).await.unwrap();
-        let old_a = store.client("a").await.unwrap().unwrap();
-        store.delete(&old_a).await.unwrap();
         let found = store.client_by_reg_token(&b).await.unwrap().unwrap();
         assert_eq!(&*found.client_id, "b");
-        assert!(store.client_by_reg_token(&a).await.unwrap().is_none());
 
-        // A rotation moves the entry to the new digest's key.
+        // Deleting one client leaves the other's entry in place.
+        let old_a = store.client("a").await.unwrap().unwrap();
+        store.delete(&old_a).await.unwrap();
+        assert!(store.client_by_reg_token(&a).await.unwrap().is_none());
+        let found = store.client_by_reg_token(&b).await.unwrap().unwrap();
+        assert_eq!(&*found.client_id, "b");
+
+        // A rotation moves the entry to the new digest; the replaced one answers while in
+        // grace, and the record found is always the committed one.
         let old_b = store.client("b").await.unwrap().unwrap();
         let mut rotated = (*old_b).clone();
         rotated.reg_token.digest = [9u8; 32];
-        store.replace(&old_b, rotated).await.unwrap();
+        store.replace(&old_b, rotated.clone()).await.unwrap();
         assert!(store.client_by_reg_token(&b).await.unwrap().is_none());
         let found = store
             .client_by_reg_token(&[9u8; 32])
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(&*found.client_id, "b");
+        assert_eq!((&*found.client_id, found.version), ("b", 1));
+
+        let mut in_grace = (*found).clone();
+        in_grace.reg_token.digest = [10u8; 32];
+        in_grace.grace = Some(Box::new(crate::model::Grace {
+            replaced: [9u8; 32],
+            replaced_at: 1,
+            token: "t".into(),
+            secret: None,
+        }));
+        store.replace(&found, in_grace).await.unwrap();
+        for d in [[9u8; 32], [10u8; 32]] {
+            let found = store.client_by_reg_token(&d).await.unwrap().unwrap();
+            assert_eq!((&*found.client_id, found.version), ("b", 2));
+        }
+
+        // An update that keeps both digests points both entries at the new record.
+        let mut updated = (*found_now(&store, "b").await).clone();
+        updated.issued_at = 99;
+        let old = found_now(&store, "b").await;
+        store.replace(&old, updated).await.unwrap();
+        for d in [[9u8; 32], [10u8; 32]] {
+            let found = store.client_by_reg_token(&d).await.unwrap().unwrap();
+            assert_eq!((found.version, found.issued_at), (3, 99));
+        }
+
+        // Revoked, the current token stops answering; grace over, the replaced one too.
+        let mut revoked = (*found_now(&store, "b").await).clone();
+        revoked.reg_token.revoked = true;
+        revoked.grace = None;
+        let old = found_now(&store, "b").await;
+        store.replace(&old, revoked).await.unwrap();
+        for d in [[9u8; 32], [10u8; 32]] {
+            assert!(store.client_by_reg_token(&d).await.unwrap().is_none());
+        }
+        assert_eq!(store.client_count().await.unwrap(), 1);
+    }
+
+    async fn found_now(store: &MemoryStore, id: &str) -> Arc<ClientRecord> {
+        store.client(id).await.unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_change_in_flight_makes_the_next_one_conflict_until_it_settles() {
+        let store = MemoryStore::new(Arc::new(crate::clock::SystemClock));
+        store
+            .register(client("a", [1u8; 32]), None, 10)
+            .await
+            .unwrap();
+        let rec = store.client("a").await.unwrap().unwrap();
+        let table = &store.maps.clients;
+        assert!(table.begin_change("a", rec.version).is_ok());
+        assert_eq!(
+            table.begin_change("a", rec.version).unwrap_err(),
+            Busy::Pending
+        );
+        table.abandon_change("a");
+        assert!(table.begin_change("a", rec.version).is_ok());
+        assert_eq!(table.begin_change("a", 7).unwrap_err(), Busy::Stale);
+        assert_eq!(table.begin_change("b", 0).unwrap_err(), Busy::Stale);
+        // Committing ends the pending change.
+        let mut next = (*rec).clone();
+        next.version += 1;
+        table.put(next);
+        assert!(table.begin_change("a", rec.version + 1).is_ok());
     }
 }

@@ -9,6 +9,7 @@
 //! Neither decides anything: a lost compare-and-set is [`StoreError::Conflict`], and the
 //! caller reads again and decides again.
 
+pub mod clients;
 pub mod codec;
 pub mod frame;
 pub mod journal;

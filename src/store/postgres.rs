@@ -489,7 +489,7 @@ impl PgStore {
         if rec.reg_token.revoked {
             return;
         }
-        let bytes = rec.metadata.json.len() + 256;
+        let bytes = rec.metadata.json().len() + 256;
         if self.recent.len() >= RECENT_MAX
             || self.recent_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes > RECENT_MAX_BYTES
         {
@@ -952,10 +952,7 @@ impl PgStore {
             client_id: client_id.into(),
             version: r.get::<_, i64>(1) as u64,
             issued_at: r.get::<_, i64>(2) as u64,
-            metadata: Arc::new(Registered {
-                json: r.get::<_, String>(3).into_boxed_str(),
-                rules,
-            }),
+            metadata: Arc::new(Registered::new(r.get::<_, String>(3), rules)),
             secret: opt32(r.get(5))?,
             bound: opt32(r.get(6))?,
             reg_token: RegToken {
@@ -1003,8 +1000,8 @@ impl Columns {
             client_id: rec.client_id.to_string(),
             version: rec.version as i64,
             issued_at: rec.issued_at as i64,
-            metadata: rec.metadata.json.to_string(),
-            rules: codec::encode_rules(&rec.metadata.rules),
+            metadata: rec.metadata.json().to_owned(),
+            rules: codec::encode_rules(&rec.metadata),
             secret: rec.secret.map(|d| d.to_vec()),
             bound: rec.bound.map(|d| d.to_vec()),
             rat: rec.reg_token.digest.to_vec(),
