@@ -1,7 +1,7 @@
-//! The embedded store: `dashmap`s in this process, made durable (when `store.data_dir` is
-//! set) by the journal and snapshots.
+//! The embedded store: hash tables in this process (clients in `clients`, tokens in
+//! `dashmap`s), made durable (when `store.data_dir` is set) by the journal and snapshots.
 //!
-//! A commit locks the record's entry, compares versions, and marks the entry *pending*;
+//! A commit locks the record's shard, compares versions, and marks the client *pending*;
 //! the journal writer applies the change once it is on disk (see `journal`). Until then
 //! readers see the last committed record and a competing commit waits for the pending one
 //! to settle, then reports a conflict so its caller decides again: of N requests racing on

@@ -2,7 +2,7 @@
 //! compare-and-set on the record's version, and answers only once the change is durable.
 //!
 //! Two backends:
-//! - [`memory::MemoryStore`]: `dashmap`s in this process, optionally made durable by a
+//! - [`memory::MemoryStore`]: hash tables in this process, optionally made durable by a
 //!   journal with group commit and snapshots in `store.data_dir` (SPEC §7);
 //! - [`postgres::PgStore`]: one PostgreSQL database shared by any number of nodes (SPEC §7a).
 //!
