@@ -182,39 +182,43 @@ impl ClientTable {
         Some(rec)
     }
 
-    /// Moves the token tables' entries of one client from `old` to `new`.
+    /// Moves the token tables' entries of one client from `old` to `new`. New entries go in
+    /// before old ones come out: a token live in both records (the one a rotation moves
+    /// into its grace) is never missing from both tables, even for a moment.
     fn reindex(&self, old: Option<&ClientRecord>, new: Option<&Arc<ClientRecord>>) {
-        for (table, key) in [
+        let tables = [
             (&self.current, current as TokenKey),
             (&self.replaced, replaced as TokenKey),
-        ] {
-            let before = old.and_then(key);
-            let after = new.and_then(|n| key(n));
-            let rehash = move |r: &Arc<ClientRecord>| digest_hash(&key(r).unwrap_or_default());
-            if let (Some(b), Some(a), Some(n)) = (before, after, new) {
-                if a == b {
-                    // Same digest: point the entry at the new record where it is.
-                    let hash = digest_hash(&a);
-                    let mut shard = table.write(hash);
-                    match shard.find_mut(hash, filed(key, a, &n.client_id)) {
-                        Some(slot) => *slot = n.clone(),
-                        None => drop(shard.insert_unique(hash, n.clone(), rehash)),
-                    }
-                    continue;
+        ];
+        for (table, key) in tables {
+            let (Some(n), Some(after)) = (new, new.and_then(|n| key(n))) else {
+                continue;
+            };
+            let hash = digest_hash(&after);
+            let mut shard = table.write(hash);
+            match shard.find_mut(hash, filed(key, after, &n.client_id)) {
+                // Filed under the same digest already: point it at the new record.
+                Some(slot) => *slot = n.clone(),
+                None => {
+                    let rehash =
+                        move |r: &Arc<ClientRecord>| digest_hash(&key(r).unwrap_or_default());
+                    shard.insert_unique(hash, n.clone(), rehash);
                 }
             }
-            if let (Some(b), Some(o)) = (before, old) {
-                let hash = digest_hash(&b);
-                if let Ok(entry) = table
-                    .write(hash)
-                    .find_entry(hash, filed(key, b, &o.client_id))
-                {
-                    entry.remove();
-                }
+        }
+        for (table, key) in tables {
+            let (Some(o), Some(before)) = (old, old.and_then(key)) else {
+                continue;
+            };
+            if new.and_then(|n| key(n)) == Some(before) {
+                continue;
             }
-            if let (Some(a), Some(n)) = (after, new) {
-                let hash = digest_hash(&a);
-                table.write(hash).insert_unique(hash, n.clone(), rehash);
+            let hash = digest_hash(&before);
+            if let Ok(entry) = table
+                .write(hash)
+                .find_entry(hash, filed(key, before, &o.client_id))
+            {
+                entry.remove();
             }
         }
     }

@@ -770,6 +770,54 @@ mod tests {
         store.client(id).await.unwrap().unwrap()
     }
 
+    #[test]
+    fn a_token_live_before_and_after_a_rotation_is_found_throughout_it() {
+        // A rotation moves the current token into the grace table; a reader presenting it
+        // meanwhile must find the client, before the change or after it. The writer
+        // rotates, then puts the old record back; `epoch` is odd from the moment the old
+        // record is back until the rotation is done, so a look-up that starts and ends
+        // within one odd epoch overlapped only rotations.
+        use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+        let table = Arc::new(ClientTable::with_capacity(1));
+        let (t1, t2) = ([1u8; 32], [2u8; 32]);
+        let plain = client("a", t1);
+        let mut rotated = client("a", t2);
+        rotated.grace = Some(Box::new(crate::model::Grace {
+            replaced: t1,
+            replaced_at: 1,
+            token: "t".into(),
+            secret: None,
+        }));
+        let epoch = Arc::new(AtomicU64::new(0));
+        const ROUNDS: u64 = 50_000;
+        let writer = {
+            let (table, epoch) = (table.clone(), epoch.clone());
+            std::thread::spawn(move || {
+                for _ in 0..ROUNDS {
+                    table.put(plain.clone());
+                    epoch.fetch_add(1, SeqCst);
+                    table.put(rotated.clone());
+                    epoch.fetch_add(1, SeqCst);
+                }
+            })
+        };
+        let mut checked = 0u64;
+        loop {
+            let before = epoch.load(SeqCst);
+            if before == 2 * ROUNDS {
+                break;
+            }
+            let found = table.by_reg_token(&t1).is_some();
+            if before % 2 == 1 && epoch.load(SeqCst) == before {
+                assert!(found, "missed during a rotation, after {checked} checks");
+                checked += 1;
+            }
+        }
+        writer.join().unwrap();
+        assert!(checked > 0);
+        assert!(table.by_reg_token(&t1).is_some() && table.by_reg_token(&t2).is_some());
+    }
+
     #[tokio::test]
     async fn a_change_in_flight_makes_the_next_one_conflict_until_it_settles() {
         let store = MemoryStore::new(Arc::new(crate::clock::SystemClock));
