@@ -79,6 +79,9 @@ for n in $(printf '%s\n' "$small" "$clients" | sort -nu); do
     run memory --clients "$n"
     run snapshot --clients "$n"
 done
+# The same registry when each client holds a certificate of its own (one more quota entry
+# per client).
+run memory --clients "$clients" --certificate-per-client
 
 echo "bench: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); raw results in $out" >&2
 "$bench" report "$out"

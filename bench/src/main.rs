@@ -223,6 +223,10 @@ pub struct StoreOpts {
     /// One JSON line instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Bind each client to a certificate of its own (client1's, with a SHA-256 made up per
+    /// client), as a population of clients would be, instead of all to client1's.
+    #[arg(long)]
+    pub certificate_per_client: bool,
 }
 
 #[derive(Args, Clone)]

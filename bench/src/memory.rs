@@ -20,7 +20,8 @@ pub fn memory(opts: &StoreOpts) -> Result<(), Error> {
     let before = rss_kib()?;
     let heap = HeapCount::start();
     let profile = SelfProfile::start(opts.perf.as_deref(), "register");
-    let (secs, metadata_json) = register_many(&registry, &cert, opts.clients)?;
+    let (secs, metadata_json) =
+        register_many(&registry, &cert, opts.clients, opts.certificate_per_client)?;
     profile.stop();
     let (heap_bytes, allocations) = heap.stop();
     let after = rss_kib()?;
@@ -29,6 +30,7 @@ pub fn memory(opts: &StoreOpts) -> Result<(), Error> {
     let report = json!({
         "workload": "memory",
         "clients": opts.clients,
+        "certificate_per_client": opts.certificate_per_client,
         "rss_before_kib": before,
         "rss_after_kib": after,
         "bytes_per_client": per_client,

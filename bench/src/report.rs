@@ -178,8 +178,13 @@ pub fn report(path: &Path) -> Result<(), Error> {
         for r in memory {
             let over = r["overhead_bytes"].as_f64();
             let ok = (r["clients"].as_u64() >= Some(1_000_000)).then_some(over.map(|o| o <= 512.0));
+            let certificates = if r["certificate_per_client"] == true {
+                ", a certificate each"
+            } else {
+                ""
+            };
             println!(
-                "| {} clients | {:.0} B | {} B | {:.0} B | {:.0} B | {:.1} | ≤ 512 B at 1M | {} |",
+                "| {} clients{certificates} | {:.0} B | {} B | {:.0} B | {:.0} B | {:.1} | ≤ 512 B at 1M | {} |",
                 r["clients"],
                 r["bytes_per_client"].as_f64().unwrap_or(f64::NAN),
                 r["metadata_json_bytes"],

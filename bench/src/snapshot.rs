@@ -24,7 +24,8 @@ pub fn snapshot(opts: &StoreOpts) -> Result<(), Error> {
     let clock = Arc::new(SystemClock);
     let registry = Arc::new(Registry::from_config(&config, clock.clone())?);
     // Every registration returns once its journal record is on disk, as a server's would.
-    let (register_secs, _) = register_many(&registry, &cert, opts.clients)?;
+    let (register_secs, _) =
+        register_many(&registry, &cert, opts.clients, opts.certificate_per_client)?;
     let journal_bytes = files_size(dir.path(), "journal-")?;
 
     let profile = SelfProfile::start(opts.perf.as_deref(), "write");
