@@ -85,7 +85,9 @@ struct Maps {
     /// Each client's access tokens, oldest first (`tokens.max_active_per_client`).
     issued: DashMap<String, VecDeque<(u64, Digest)>, Fx>,
     /// Registrations per bound certificate, committed and pending.
-    per_cert: DashMap<CertKey, u32, ByDigest>,
+    /// Keyed hashing (SipHash, random keys): a client picks its certificate, so it could
+    /// grind certificates whose digests fold alike and make this table's probes long.
+    per_cert: DashMap<CertKey, u32>,
     /// Woken whenever a pending change settles.
     settled: Notify,
 }
