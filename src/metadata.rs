@@ -318,7 +318,7 @@ pub struct ClientRules {
     pub scope: Option<Box<str>>,
     /// The one `tls_client_auth_*` value, for `tls_client_auth`.
     pub subject: Option<SubjectRule>,
-    /// SHA-256 of the `jwks` `x5c` leaf certificates, sorted.
+    /// SHA-256 of the `jwks` `x5c` leaf certificates (in any order: a [`Registered`] sorts them).
     pub x5c: Box<[[u8; 32]]>,
     /// A `jwks_uri` is registered.
     pub jwks_uri: bool,
@@ -373,14 +373,18 @@ impl DeclaredDn {
     /// The parsed name, or `None` when the text is not one.
     pub fn dn(&self) -> Option<&crate::dn::Dn> {
         self.parsed
-            .get_or_init(|| {
-                if self.stored {
-                    crate::dn::Dn::parse_legacy(&self.text)
-                } else {
-                    crate::dn::Dn::parse(&self.text)
-                }
-            })
+            .get_or_init(|| parse_declared(&self.text, self.stored))
             .as_ref()
+    }
+}
+
+/// A declared DN as it is read: stored text also in the canonical form the previous release
+/// stored (`Dn::parse_legacy`).
+fn parse_declared(text: &str, stored: bool) -> Option<crate::dn::Dn> {
+    if stored {
+        crate::dn::Dn::parse_legacy(text)
+    } else {
+        crate::dn::Dn::parse(text)
     }
 }
 
@@ -544,15 +548,7 @@ impl Registered {
                 stored,
                 parsed,
             }) => parsed
-                .get_or_init(|| {
-                    let text = self.span(*text);
-                    if *stored {
-                        crate::dn::Dn::parse_legacy(text)
-                    } else {
-                        crate::dn::Dn::parse(text)
-                    }
-                    .map(Box::new)
-                })
+                .get_or_init(|| parse_declared(self.span(*text), *stored).map(Box::new))
                 .as_deref(),
             _ => None,
         }
@@ -835,9 +831,8 @@ impl ClientMetadata {
                 .as_ref()
                 .map(|v| SubjectRule::Email(v.as_str().into()))
         };
-        let mut x5c: Vec<[u8; 32]> = crate::jwk::jwks_thumbprints(self.jwks.as_ref()).collect();
-        x5c.sort_unstable();
-        x5c.dedup();
+        // `Registered::new` sorts them and drops repeats.
+        let x5c: Vec<[u8; 32]> = crate::jwk::jwks_thumbprints(self.jwks.as_ref()).collect();
         Ok(ClientRules {
             auth: self.token_endpoint_auth_method,
             client_credentials: self.grant_types.iter().any(|g| g == "client_credentials"),
