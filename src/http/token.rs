@@ -116,13 +116,10 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Ap
     let decoded = STANDARD.decode(b64.trim()).map_err(|_| bad())?;
     let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
     let (id, secret) = decoded.split_once(':').ok_or_else(bad)?;
-    let decode = |s: &str| -> String {
-        url::form_urlencoded::parse(format!("x={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
-    };
-    Ok(Some((decode(id), decode(secret))))
+    Ok(Some((
+        decode(id.as_bytes()).into_owned(),
+        decode(secret.as_bytes()).into_owned(),
+    )))
 }
 
 /// An `application/x-www-form-urlencoded` body; repeated parameters are refused
@@ -138,22 +135,84 @@ async fn form(req: Request<RequestBody>, timeout: std::time::Duration) -> Result
 /// (`%`, `+`) or invalid UTF-8 is decoded into a new string.
 struct Form {
     body: Bytes,
-    /// The body's non-empty `&`-separated pieces, each with where its name ends (its first
-    /// `=`, or its end).
-    pieces: Vec<(Range<usize>, usize)>,
+    pieces: Vec<Piece>,
+}
+
+/// One non-empty `&`-separated piece of a form body, classified in the one pass that
+/// splits the body, so that a look-up compares bytes and scans nothing again.
+struct Piece {
+    span: Range<usize>,
+    /// Where the name ends: the piece's first `=`, or its end.
+    name_end: usize,
+    /// The name is ASCII without `%` or `+`: it is itself, compared byte for byte.
+    plain_name: bool,
+    /// The value has no `%` or `+`: it is itself if it is UTF-8.
+    plain_value: bool,
+}
+
+/// What a form byte means to [`Form::parse`].
+const PLAIN: u8 = 0;
+const AMPERSAND: u8 = 1;
+const EQUALS: u8 = 2;
+/// `%` and `+`, which form decoding replaces.
+const ESCAPE: u8 = 3;
+const NON_ASCII: u8 = 4;
+
+static CLASS: [u8; 256] = {
+    let mut class = [PLAIN; 256];
+    let mut b = 0x80;
+    while b < 256 {
+        class[b] = NON_ASCII;
+        b += 1;
+    }
+    class[b'&' as usize] = AMPERSAND;
+    class[b'=' as usize] = EQUALS;
+    class[b'%' as usize] = ESCAPE;
+    class[b'+' as usize] = ESCAPE;
+    class
+};
+
+impl Piece {
+    /// A piece starting at `start`, plain until a byte says otherwise.
+    fn at(start: usize) -> Self {
+        Self {
+            span: start..start,
+            name_end: usize::MAX,
+            plain_name: true,
+            plain_value: true,
+        }
+    }
+
+    /// Ends the piece at `end`, keeping it if it is not empty.
+    fn end(mut self, end: usize, pieces: &mut Vec<Piece>) {
+        if end > self.span.start {
+            self.span.end = end;
+            self.name_end = self.name_end.min(end);
+            pieces.push(self);
+        }
+    }
 }
 
 impl Form {
     fn parse(body: Bytes) -> Result<Self, ApiError> {
         let mut pieces = Vec::with_capacity(4);
-        let mut start = 0;
-        for piece in body.split(|&b| b == b'&') {
-            if !piece.is_empty() {
-                let name_end = start + piece.iter().position(|&b| b == b'=').unwrap_or(piece.len());
-                pieces.push((start..start + piece.len(), name_end));
+        let mut piece = Piece::at(0);
+        // One pass, byte by byte through a class table: most bytes are none of these.
+        for (i, &b) in body.iter().enumerate() {
+            match CLASS[usize::from(b)] {
+                PLAIN => {}
+                AMPERSAND => {
+                    piece.end(i, &mut pieces);
+                    piece = Piece::at(i + 1);
+                }
+                EQUALS if piece.name_end == usize::MAX => piece.name_end = i,
+                ESCAPE if piece.name_end == usize::MAX => piece.plain_name = false,
+                ESCAPE => piece.plain_value = false,
+                NON_ASCII if piece.name_end == usize::MAX => piece.plain_name = false,
+                _ => {}
             }
-            start += piece.len() + 1;
         }
+        piece.end(body.len(), &mut pieces);
         let form = Self { body, pieces };
         if let Some(name) = form.repeated() {
             return Err(ApiError::invalid_request(format!(
@@ -166,19 +225,19 @@ impl Form {
     /// The first parameter name that occurs twice, if any.
     fn repeated(&self) -> Option<String> {
         const FEW: usize = 8;
-        let n = self.pieces.len();
-        // A token request has a handful of parameters: each pair is compared, with no
-        // allocation. A larger form is sorted, so it cannot cost quadratic time.
-        if n <= FEW {
-            let mut names: [Cow<'_, str>; FEW] = Default::default();
-            for (i, slot) in names.iter_mut().take(n).enumerate() {
-                *slot = self.name(i);
-            }
-            return (1..n)
-                .find(|&i| names[..i].contains(&names[i]))
-                .map(|i| names[i].clone().into_owned());
+        let pieces = &self.pieces;
+        // A token request has a handful of plain names: each pair is compared as bytes,
+        // with no allocation. Any other form is sorted by decoded name, so it cannot cost
+        // quadratic time.
+        if pieces.len() <= FEW && pieces.iter().all(|p| p.plain_name) {
+            return (1..pieces.len())
+                .find(|&i| {
+                    let name = self.raw_name(&pieces[i]);
+                    pieces[..i].iter().any(|p| self.raw_name(p) == name)
+                })
+                .map(|i| self.name(i).into_owned());
         }
-        let mut sorted: Vec<Cow<'_, str>> = (0..n).map(|i| self.name(i)).collect();
+        let mut sorted: Vec<Cow<'_, str>> = (0..pieces.len()).map(|i| self.name(i)).collect();
         sorted.sort_unstable();
         sorted
             .windows(2)
@@ -188,52 +247,68 @@ impl Form {
 
     /// The value of parameter `name`.
     fn get(&self, name: &str) -> Option<Cow<'_, str>> {
-        // An ASCII name without escapes is itself: it is compared byte for byte, and only
-        // another name is decoded to compare.
-        let i = (0..self.pieces.len()).find(|&i| {
-            let raw = self.raw_name(i);
-            if raw.is_ascii() && !has_escapes(raw) {
-                raw == name.as_bytes()
+        let i = self.pieces.iter().enumerate().position(|(i, p)| {
+            if p.plain_name {
+                self.raw_name(p) == name.as_bytes()
             } else {
                 self.name(i) == name
             }
         })?;
-        let (piece, name_end) = &self.pieces[i];
-        let raw = self.body.get(name_end + 1..piece.end).unwrap_or_default();
-        Some(plain(raw).unwrap_or_else(|| self.decoded(i).1))
+        let p = &self.pieces[i];
+        let raw = self
+            .body
+            .get(p.name_end + 1..p.span.end)
+            .unwrap_or_default();
+        let plain = p
+            .plain_value
+            .then(|| std::str::from_utf8(raw).ok())
+            .flatten();
+        Some(plain.map_or_else(|| decode(raw), Cow::Borrowed))
     }
 
     /// The name of piece `i`.
     fn name(&self, i: usize) -> Cow<'_, str> {
-        plain(self.raw_name(i)).unwrap_or_else(|| self.decoded(i).0)
+        let p = &self.pieces[i];
+        if p.plain_name {
+            // ASCII, so UTF-8.
+            if let Ok(name) = std::str::from_utf8(self.raw_name(p)) {
+                return Cow::Borrowed(name);
+            }
+        }
+        decode(self.raw_name(p))
     }
 
-    /// The name of piece `i` as sent.
-    fn raw_name(&self, i: usize) -> &[u8] {
-        let (piece, name_end) = &self.pieces[i];
-        &self.body[piece.start..*name_end]
-    }
-
-    /// Piece `i` decoded by `form_urlencoded` itself: `+` as space, percent escapes, invalid
-    /// UTF-8 replaced.
-    fn decoded(&self, i: usize) -> (Cow<'_, str>, Cow<'_, str>) {
-        url::form_urlencoded::parse(&self.body[self.pieces[i].0.clone()])
-            .next()
-            .unwrap_or_default()
+    /// A piece's name as sent.
+    fn raw_name(&self, p: &Piece) -> &[u8] {
+        &self.body[p.span.start..p.name_end]
     }
 }
 
-/// `raw` as it is, when decoding would not change it.
-fn plain(raw: &[u8]) -> Option<Cow<'_, str>> {
-    if has_escapes(raw) {
-        return None;
+/// Form decoding as `form_urlencoded` does it: `+` is a space, `%` and two hex digits a
+/// byte (any other `%` stays), and invalid UTF-8 is replaced.
+fn decode(raw: &[u8]) -> Cow<'_, str> {
+    let hex = |b: Option<&u8>| b.and_then(|&b| char::from(b).to_digit(16));
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => match (hex(raw.get(i + 1)), hex(raw.get(i + 2))) {
+                (Some(high), Some(low)) => {
+                    // Two hex digits: at most 0xff.
+                    out.push((high * 16 + low) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            _ => out.push(b),
+        }
+        i += 1;
     }
-    std::str::from_utf8(raw).ok().map(Cow::Borrowed)
-}
-
-/// Whether `raw` has something form decoding replaces (`+`, `%`).
-fn has_escapes(raw: &[u8]) -> bool {
-    raw.iter().any(|&b| b == b'%' || b == b'+')
+    match String::from_utf8(out) {
+        Ok(s) => Cow::Owned(s),
+        Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    }
 }
 
 type Cert = Option<std::sync::Arc<crate::identity::ClientCertificate>>;
@@ -295,7 +370,7 @@ mod tests {
             }
         }
         // And bodies made of the characters that matter, thousands of them.
-        let alphabet = b"ab=&%+41\xff";
+        let alphabet = b"ab=&%+41Fg\xff";
         let mut seed = 0x2545_f491_4f6c_dd1d_u64;
         for _ in 0..5000 {
             seed ^= seed << 13;
