@@ -1,5 +1,5 @@
-//! JSON from the network, parsed strictly: an object with the same member twice is an
-//! error, at any depth. RFC 8259 leaves duplicates' meaning open and `serde_json` keeps the
+//! JSON from the network, parsed strictly, and the pieces the hottest answers are written
+//! with. Parsing: an object with the same member twice is an error, at any depth. RFC 8259 leaves duplicates' meaning open and `serde_json` keeps the
 //! last one, so a proxy, a WAF or a logger that keeps the first would judge a different
 //! request than certgate acts on; refusing is the only reading both sides agree on.
 
@@ -7,6 +7,28 @@ use std::fmt;
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
+
+/// Whether `value` is its own JSON string body: no control character, quote or backslash.
+pub fn is_plain(value: &str) -> bool {
+    value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
+}
+
+/// Appends `value` as a JSON string, escaped only when it must be (as `serde_json` would).
+pub fn push_str(out: &mut Vec<u8>, value: &str) {
+    if is_plain(value) {
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+    } else if serde_json::to_writer(&mut *out, value).is_err() {
+        // Writing a string into a Vec cannot fail; keep the JSON well formed regardless.
+        out.extend_from_slice(b"\"\"");
+    }
+}
+
+/// Appends `value` as a JSON number.
+pub fn push_u64(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+}
 
 /// Parses `bytes` as one JSON value, refusing duplicate object members.
 pub fn from_slice(bytes: &[u8]) -> Result<Value, serde_json::Error> {

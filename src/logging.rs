@@ -231,8 +231,7 @@ where
 
 /// `value` as a JSON string, escaped as `serde_json` escapes it.
 fn write_json_str(w: &mut impl std::fmt::Write, value: &str) -> std::fmt::Result {
-    let plain = value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
-    if plain {
+    if crate::json::is_plain(value) {
         w.write_char('"')?;
         w.write_str(value)?;
         w.write_char('"')

@@ -10,7 +10,7 @@ use http::{header, HeaderMap, Request, Response, StatusCode};
 
 use super::error::ApiError;
 use super::RequestBody;
-use super::{json_response, read_body, require_media_type, Body, Ctx};
+use super::{json_response, raw_json, read_body, require_media_type, Body, Ctx};
 use crate::registry::{Authenticated, ClientCredentials};
 
 /// Form bodies are small; anything larger is not a token request.
@@ -32,7 +32,7 @@ pub async fn token(
             cert.as_deref(),
         )
         .await?;
-    Ok(json_response(StatusCode::OK, &grant, true))
+    Ok(raw_json(StatusCode::OK, grant.to_json().into(), true))
 }
 
 /// `POST /introspect` (RFC 7662).
@@ -44,8 +44,8 @@ pub async fn introspect(
     let token = form
         .get("token")
         .ok_or_else(|| ApiError::invalid_request("the token parameter is required"))?;
-    let body = ctx.app.registry.introspect(&client, &token).await?;
-    Ok(json_response(StatusCode::OK, &body, true))
+    let answer = ctx.app.registry.introspect(&client, &token).await?;
+    Ok(raw_json(StatusCode::OK, answer.to_json().into(), true))
 }
 
 /// `POST /revoke` (RFC 7009).

@@ -5,21 +5,40 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use serde::Serialize;
 
 use super::{Authenticated, Error, Registry, Settings};
 use crate::identity::ClientCertificate;
+use crate::json;
 use crate::model::AccessToken;
 use crate::secret::{self, Digest};
 
 /// The `/token` success body (RFC 6749 §5.1).
-#[derive(Serialize)]
 pub struct TokenGrant {
     pub access_token: String,
     pub token_type: &'static str,
     pub expires_in: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+}
+
+impl TokenGrant {
+    /// The answer's JSON. Written directly rather than through `serde`: this is the most
+    /// served answer, and its member names need no escaping.
+    pub fn to_json(&self) -> Vec<u8> {
+        let scope = self.scope.as_deref();
+        let mut out = Vec::with_capacity(96 + self.access_token.len() + scope.map_or(0, str::len));
+        out.extend_from_slice(b"{\"access_token\":");
+        json::push_str(&mut out, &self.access_token);
+        out.extend_from_slice(b",\"token_type\":");
+        json::push_str(&mut out, self.token_type);
+        out.extend_from_slice(b",\"expires_in\":");
+        json::push_u64(&mut out, self.expires_in);
+        if let Some(scope) = scope {
+            out.extend_from_slice(b",\"scope\":");
+            json::push_str(&mut out, scope);
+        }
+        out.push(b'}');
+        out
+    }
 }
 
 impl std::fmt::Debug for TokenGrant {
@@ -47,30 +66,36 @@ pub struct IntrospectionDetails {
     pub cnf: Option<Confirmation>,
 }
 
-impl Serialize for Introspection {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct as _;
-        let mut out = s.serialize_struct("Introspection", 7)?;
-        out.serialize_field("active", &self.active)?;
-        if let Some(d) = &self.details {
-            out.serialize_field("scope", &d.token.scope)?;
-            out.serialize_field("client_id", &d.token.client_id)?;
-            out.serialize_field("token_type", "Bearer")?;
-            out.serialize_field("exp", &d.token.exp)?;
-            out.serialize_field("iat", &d.token.iat)?;
-            if let Some(cnf) = &d.cnf {
-                out.serialize_field("cnf", cnf)?;
-            }
+impl Introspection {
+    /// The answer's JSON, written directly as [`TokenGrant::to_json`] is.
+    pub fn to_json(&self) -> Vec<u8> {
+        let Some(d) = &self.details else {
+            return br#"{"active":false}"#.to_vec();
+        };
+        let t = &d.token;
+        let mut out = Vec::with_capacity(160 + t.scope.len() + t.client_id.len());
+        out.extend_from_slice(br#"{"active":true,"scope":"#);
+        json::push_str(&mut out, &t.scope);
+        out.extend_from_slice(br#","client_id":"#);
+        json::push_str(&mut out, &t.client_id);
+        out.extend_from_slice(br#","token_type":"Bearer","exp":"#);
+        json::push_u64(&mut out, t.exp);
+        out.extend_from_slice(br#","iat":"#);
+        json::push_u64(&mut out, t.iat);
+        if let Some(cnf) = &d.cnf {
+            out.extend_from_slice(br#","cnf":{"x5t#S256":"#);
+            json::push_str(&mut out, &cnf.x5t_s256);
+            out.push(b'}');
         }
-        out.end()
+        out.push(b'}');
+        out
     }
 }
 
 /// RFC 8705 §3.1: the certificate a token is bound to.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct Confirmation {
-    /// base64url of the certificate's SHA-256.
-    #[serde(rename = "x5t#S256")]
+    /// base64url of the certificate's SHA-256 (`x5t#S256`).
     pub x5t_s256: String,
 }
 
@@ -378,5 +403,73 @@ impl Registry {
             self.revoke_registration_token(&digest).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn parsed(bytes: Vec<u8>) -> Value {
+        crate::json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn a_token_answer_is_the_json_rfc_6749_5_1_names_escaped_where_it_must_be() {
+        let grant = |scope: Option<&str>| TokenGrant {
+            access_token: "tok-_123".into(),
+            token_type: "Bearer",
+            expires_in: 3600,
+            scope: scope.map(Into::into),
+        };
+        assert_eq!(
+            parsed(grant(Some("api:read dcr")).to_json()),
+            json!({"access_token": "tok-_123", "token_type": "Bearer", "expires_in": 3600,
+                   "scope": "api:read dcr"})
+        );
+        assert_eq!(
+            parsed(grant(None).to_json()),
+            json!({"access_token": "tok-_123", "token_type": "Bearer", "expires_in": 3600})
+        );
+        let odd = "q\"uote back\\slash \u{1} é";
+        assert_eq!(parsed(grant(Some(odd)).to_json())["scope"], odd);
+    }
+
+    #[test]
+    fn an_introspection_answer_is_the_json_rfc_7662_2_2_names() {
+        let token = |client_id: &str, cnf| AccessToken {
+            client_id: client_id.into(),
+            scope: "api:read".into(),
+            iat: 100,
+            exp: u64::MAX,
+            cnf,
+            dynamic: true,
+            uses_left: None,
+        };
+        let active = |t: AccessToken| Introspection {
+            active: true,
+            details: Some(IntrospectionDetails {
+                cnf: t.cnf.map(|c| Confirmation {
+                    x5t_s256: URL_SAFE_NO_PAD.encode(c),
+                }),
+                token: Arc::new(t),
+            }),
+        };
+        let inactive = Introspection {
+            active: false,
+            details: None,
+        };
+        assert_eq!(parsed(inactive.to_json()), json!({"active": false}));
+        assert_eq!(
+            parsed(active(token("c1", Some([7; 32]))).to_json()),
+            json!({"active": true, "scope": "api:read", "client_id": "c1",
+                   "token_type": "Bearer", "exp": u64::MAX, "iat": 100,
+                   "cnf": {"x5t#S256": URL_SAFE_NO_PAD.encode([7; 32])}})
+        );
+        let odd = "static \"admin\"\n";
+        let v = parsed(active(token(odd, None)).to_json());
+        assert_eq!(v["client_id"], odd);
+        assert!(v.get("cnf").is_none(), "{v}");
     }
 }
