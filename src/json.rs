@@ -11,9 +11,9 @@ use serde_json::{Map, Value};
 /// Whether `value` is its own JSON string body: no control character, quote or backslash.
 pub fn is_plain(value: &str) -> bool {
     // No early exit, so the loop vectorizes: the strings are short and almost always plain.
-    value
-        .bytes()
-        .fold(true, |plain, b| plain & (b >= 0x20) & (b != b'"') & (b != b'\\'))
+    value.bytes().fold(true, |plain, b| {
+        plain & (b >= 0x20) & (b != b'"') & (b != b'\\')
+    })
 }
 
 /// Appends `value` as a JSON string, escaped only when it must be (as `serde_json` would).

@@ -14,19 +14,17 @@ mod management;
 mod registration;
 mod tokens;
 
-use std::sync::Arc;
-
-use serde::Serialize;
-
 use crate::clock::Clock;
 use crate::config::Backend;
 use crate::config::Config;
+use crate::json;
 use crate::metadata::{MetadataError, Policy, Registered};
 use crate::model::{AccessToken, ClientRecord};
 use crate::secret::Digest;
 use crate::statement::Issuers;
 use crate::store::postgres::PgSettings;
 use crate::store::{MemoryStore, PgStore, SnapshotStats, Store, StoreError};
+use std::sync::Arc;
 
 pub use client_auth::{Authenticated, ClientCredentials};
 pub use management::{ManageOp, Outcome, TokenKind};
@@ -218,20 +216,15 @@ impl AdmissionCache {
 
 /// The body of a registration or management response (RFC 7591 §3.2.1, RFC 7592 §3):
 /// the server-issued fields, then the registered metadata spliced in verbatim.
-#[derive(Clone, Serialize)]
+#[derive(Clone)]
 pub struct ClientResponse {
     pub client_id: String,
     pub client_id_issued_at: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_secret_expires_at: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub registration_access_token: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub registration_access_token_expires_in: Option<u64>,
     pub registration_client_uri: String,
-    #[serde(skip)]
     pub metadata: Arc<Registered>,
 }
 
@@ -252,25 +245,45 @@ impl std::fmt::Debug for ClientResponse {
 }
 
 impl ClientResponse {
-    /// The JSON body.
+    /// The JSON body, written directly (as the token answer is): every registration and
+    /// every rotation sends one.
     pub fn to_json(&self) -> Vec<u8> {
         let meta = self.metadata.json().trim();
         // The issued fields (id, secret, token, URI, times) take about 300 bytes: one
         // allocation, never a regrowth that copies the answer.
         let mut out = Vec::with_capacity(512 + meta.len());
-        // Serializing strings and integers into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut out, self);
+        out.extend_from_slice(br#"{"client_id":"#);
+        json::push_str(&mut out, &self.client_id);
+        out.extend_from_slice(br#","client_id_issued_at":"#);
+        json::push_u64(&mut out, self.client_id_issued_at);
+        if let Some(secret) = &self.client_secret {
+            out.extend_from_slice(br#","client_secret":"#);
+            json::push_str(&mut out, secret);
+        }
+        if let Some(at) = self.client_secret_expires_at {
+            out.extend_from_slice(br#","client_secret_expires_at":"#);
+            json::push_u64(&mut out, at);
+        }
+        if let Some(token) = &self.registration_access_token {
+            out.extend_from_slice(br#","registration_access_token":"#);
+            json::push_str(&mut out, token);
+        }
+        if let Some(ttl) = self.registration_access_token_expires_in {
+            out.extend_from_slice(br#","registration_access_token_expires_in":"#);
+            json::push_u64(&mut out, ttl);
+        }
+        out.extend_from_slice(br#","registration_client_uri":"#);
+        json::push_str(&mut out, &self.registration_client_uri);
         let inner = meta
             .strip_prefix('{')
             .and_then(|m| m.strip_suffix('}'))
             .unwrap_or("")
             .trim();
-        if !inner.is_empty() && out.last() == Some(&b'}') {
-            out.pop();
+        if !inner.is_empty() {
             out.push(b',');
             out.extend_from_slice(inner.as_bytes());
-            out.push(b'}');
         }
+        out.push(b'}');
         out
     }
 }
@@ -546,11 +559,9 @@ fn same_certificate(
 mod tests {
     use super::*;
 
-    #[test]
-    fn debug_of_every_type_holding_a_plaintext_credential_is_redacted() {
-        let secret = "s3cret-plaintext-value";
-        let metadata = Arc::new(Registered::new(
-            "{}".to_owned(),
+    fn stored(json: &str) -> Arc<Registered> {
+        Arc::new(Registered::new(
+            json.to_owned(),
             crate::metadata::ClientRules {
                 auth: crate::metadata::AuthMethod::ClientSecretBasic,
                 client_credentials: true,
@@ -560,7 +571,48 @@ mod tests {
                 jwks_uri: false,
                 bound_tokens: false,
             },
-        ));
+        ))
+    }
+
+    #[test]
+    fn rfc7591_3_2_1_a_response_is_the_issued_fields_then_the_registered_metadata() {
+        let response = |secret: Option<&str>, metadata: &str| ClientResponse {
+            client_id: "c\"1".into(),
+            client_id_issued_at: 1_700_000_000,
+            client_secret: secret.map(Into::into),
+            client_secret_expires_at: secret.map(|_| 0),
+            registration_access_token: Some("tok".into()),
+            registration_access_token_expires_in: Some(u64::MAX),
+            registration_client_uri: "https://h/register/c%221".into(),
+            metadata: stored(metadata),
+        };
+        let parsed = |r: ClientResponse| -> serde_json::Value {
+            crate::json::from_slice(&r.to_json()).unwrap()
+        };
+        assert_eq!(
+            parsed(response(
+                Some("s"),
+                r#" {"client_name":"n\u00e9","scope":"a b"} "#
+            )),
+            serde_json::json!({
+                "client_id": "c\"1", "client_id_issued_at": 1_700_000_000u64,
+                "client_secret": "s", "client_secret_expires_at": 0,
+                "registration_access_token": "tok",
+                "registration_access_token_expires_in": u64::MAX,
+                "registration_client_uri": "https://h/register/c%221",
+                "client_name": "n\u{e9}", "scope": "a b"
+            })
+        );
+        // No secret (a certificate-authenticated client), and nothing registered beyond it.
+        let v = parsed(response(None, "{}"));
+        assert!(v.get("client_secret").is_none() && v.get("client_secret_expires_at").is_none());
+        assert_eq!(v.as_object().map(|m| m.len()), Some(5), "{v}");
+    }
+
+    #[test]
+    fn debug_of_every_type_holding_a_plaintext_credential_is_redacted() {
+        let secret = "s3cret-plaintext-value";
+        let metadata = stored("{}");
         let shown = [
             format!(
                 "{:?}",
