@@ -24,6 +24,40 @@ pub const HEADER: u8 = 0x10;
 pub const TRAILER: u8 = 0x11;
 /// Journal header: format version and generation.
 pub const JOURNAL_HEADER: u8 = 0x12;
+/// Snapshot (format 3): a batch of framed records, LZ4-compressed.
+const BATCH: u8 = 0x13;
+
+/// Largest batch a reader accepts: a batch is written at about a megabyte, a record too
+/// large for one is written on its own, so a larger claim is damage.
+const MAX_BATCH: usize = 16 << 20;
+
+/// Appends a batch record holding `framed` (records as `frame` frames them), compressed.
+/// The metadata JSON that makes up most of a snapshot repeats its member names and, across
+/// clients, much of its values: the disk, not the encoding, bounds a snapshot's time.
+pub fn encode_batch(framed: &[u8], out: &mut Vec<u8>) {
+    let mut w = Writer(out);
+    w.u8(BATCH);
+    w.u32(framed.len() as u32);
+    out.extend_from_slice(&lz4_flex::block::compress(framed));
+}
+
+/// The framed records of a batch record; `None` when `bytes` is not a batch record.
+pub fn decode_batch(bytes: &[u8]) -> Option<Result<Vec<u8>, String>> {
+    let mut r = Reader { buf: bytes, pos: 0 };
+    (r.u8().ok()? == BATCH).then_some(())?;
+    Some((|| {
+        let len = r.u32()? as usize;
+        if len > MAX_BATCH {
+            return Err(format!("a batch of {len} bytes exceeds {MAX_BATCH}"));
+        }
+        let framed = lz4_flex::block::decompress(&bytes[r.pos..], len)
+            .map_err(|e| format!("batch does not decompress: {e}"))?;
+        if framed.len() != len {
+            return Err(format!("batch of {} bytes, {len} declared", framed.len()));
+        }
+        Ok(framed)
+    })())
+}
 
 /// The record `encode` makes of `Change::Client`, from a client record that is not in a
 /// `Change` (a snapshot encodes the shared records as they are).
@@ -208,8 +242,9 @@ pub fn encode_header(header: &SnapshotHeader, out: &mut Vec<u8>) {
     let mut w = Writer(out);
     w.u8(HEADER);
     match header.counts {
+        // Format 3: format 2's fields, and records come in compressed batches.
         Some((clients, tokens)) => {
-            w.u32(2);
+            w.u32(3);
             w.u64(header.generation);
             w.u64(clients);
             w.u64(tokens);
@@ -237,7 +272,8 @@ pub struct SnapshotHeader {
     pub counts: Option<(u64, u64)>,
 }
 
-/// Reads a header record of format 1 or 2.
+/// Reads a header record of format 1, 2 or 3 (a reader takes batches and plain records
+/// alike, so the formats differ only in what the header holds).
 pub fn decode_header(bytes: &[u8]) -> Option<SnapshotHeader> {
     let mut r = Reader { buf: bytes, pos: 0 };
     (r.u8().ok()? == HEADER).then_some(())?;
@@ -245,7 +281,7 @@ pub fn decode_header(bytes: &[u8]) -> Option<SnapshotHeader> {
     let generation = r.u64().ok()?;
     let counts = match version {
         1 => None,
-        2 => Some((r.u64().ok()?, r.u64().ok()?)),
+        2 | 3 => Some((r.u64().ok()?, r.u64().ok()?)),
         _ => return None,
     };
     r.end().ok()?;
@@ -566,7 +602,7 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_headers_of_both_formats_are_read() {
+    fn snapshot_headers_of_every_format_are_read() {
         for header in [
             SnapshotHeader {
                 generation: 7,
@@ -595,11 +631,58 @@ mod tests {
                 counts: None
             })
         );
+        // Format 2 (the previous release: the same fields, records never batched).
+        let mut v2 = vec![HEADER];
+        v2.extend_from_slice(&2u32.to_le_bytes());
+        v2.extend_from_slice(&5u64.to_le_bytes());
+        v2.extend_from_slice(&3u64.to_le_bytes());
+        v2.extend_from_slice(&4u64.to_le_bytes());
+        assert_eq!(
+            decode_header(&v2),
+            Some(SnapshotHeader {
+                generation: 5,
+                counts: Some((3, 4))
+            })
+        );
         // A format this release does not know is refused, not guessed at.
-        let mut v3 = vec![HEADER];
-        v3.extend_from_slice(&3u32.to_le_bytes());
-        v3.extend_from_slice(&5u64.to_le_bytes());
-        v3.extend_from_slice(&[0; 16]);
-        assert_eq!(decode_header(&v3), None);
+        let mut v4 = vec![HEADER];
+        v4.extend_from_slice(&4u32.to_le_bytes());
+        v4.extend_from_slice(&5u64.to_le_bytes());
+        v4.extend_from_slice(&[0; 16]);
+        assert_eq!(decode_header(&v4), None);
+    }
+
+    #[test]
+    fn a_batch_round_trips_and_damage_is_an_error_not_a_guess() {
+        let mut framed = Vec::new();
+        for i in 0..200 {
+            let record = format!(r#"{{"client_name":"client {i}","scope":"api:read"}}"#);
+            crate::store::frame::encode(record.as_bytes(), &mut framed);
+        }
+        let mut batch = Vec::new();
+        encode_batch(&framed, &mut batch);
+        assert!(
+            batch.len() < framed.len() / 4,
+            "{} of {}",
+            batch.len(),
+            framed.len()
+        );
+        assert_eq!(decode_batch(&batch), Some(Ok(framed.clone())));
+        // Any other record is not a batch.
+        assert_eq!(decode_batch(&[CLIENT, 0, 0]), None);
+        // A length that lies, a cut block, an absurd length: errors, never a guess.
+        let claim = |n: u32| {
+            let mut b = batch.clone();
+            b[1..5].copy_from_slice(&n.to_le_bytes());
+            decode_batch(&b)
+        };
+        assert!(matches!(claim(framed.len() as u32 + 1), Some(Err(_))));
+        assert!(matches!(claim(framed.len() as u32 - 1), Some(Err(_))));
+        assert!(matches!(claim(u32::MAX), Some(Err(_))));
+        assert!(matches!(
+            decode_batch(&batch[..batch.len() - 3]),
+            Some(Err(_))
+        ));
+        assert!(matches!(decode_batch(&batch[..3]), Some(Err(_))));
     }
 }

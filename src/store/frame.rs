@@ -58,6 +58,16 @@ pub fn decode(buf: &[u8]) -> (Vec<&[u8]>, Tail) {
     (records, Tail::Clean)
 }
 
+/// Whether the record at `pos` reaches past the end of `buf`: its header, or the length
+/// its header declares (one a reader accepts), is not all there.
+pub fn cut_short(buf: &[u8], pos: usize) -> bool {
+    let Some(header) = buf.get(pos..pos + HEADER) else {
+        return true;
+    };
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    (1..=MAX_RECORD).contains(&len) && pos + HEADER + len > buf.len()
+}
+
 fn record_at(buf: &[u8], pos: usize) -> Option<&[u8]> {
     let header = buf.get(pos..pos + HEADER)?;
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
@@ -123,6 +133,20 @@ mod tests {
         let (r, tail) = decode(&buf);
         assert_eq!(r.len(), 2);
         assert!(matches!(tail, Tail::Torn { .. }));
+    }
+
+    #[test]
+    fn a_record_is_cut_short_until_its_declared_length_is_there() {
+        let buf = records(2);
+        let second = buf.len() / 2;
+        assert!(!cut_short(&buf, 0));
+        for end in second + 1..buf.len() {
+            assert!(cut_short(&buf[..end], second), "end {end}");
+        }
+        // A length no reader accepts is damage, not a record still arriving.
+        let mut huge = buf.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(!cut_short(&huge, 0));
     }
 
     #[test]

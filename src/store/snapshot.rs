@@ -113,24 +113,24 @@ pub fn write(
                 let out = &out;
                 scope.spawn(move || {
                     let _unblock = UnblockOnPanic(out);
-                    let mut buf = Vec::new();
+                    let mut packer = Packer::default();
                     // Batch k goes to thread k mod threads.
                     for k in (t..batches).step_by(threads) {
-                        buf.clear();
+                        packer.clear();
                         let c = clients.len().div_ceil(BATCH);
                         if k < c {
                             let part = &clients[k * BATCH..clients.len().min((k + 1) * BATCH)];
                             for client in part {
-                                frame::encode_with(&mut buf, |o| codec::encode_client(client, o));
+                                packer.push(|o| codec::encode_client(client, o));
                             }
                         } else {
                             let k = k - c;
                             let part = &others[k * BATCH..others.len().min((k + 1) * BATCH)];
                             for change in part {
-                                frame::encode_with(&mut buf, |o| codec::encode(change, o));
+                                packer.push(|o| codec::encode(change, o));
                             }
                         }
-                        out.write(k, &buf)?;
+                        out.write(k, packer.finish())?;
                     }
                     Ok::<(), std::io::Error>(())
                 })
@@ -186,8 +186,58 @@ pub fn write(
     Ok(size)
 }
 
-/// Records per batch of a snapshot write (about 6 MB of clients).
+/// Records per turn of a snapshot writer (about 6 MB of clients before compression).
 const BATCH: usize = 8192;
+
+/// Framed records per compressed batch record: large enough for LZ4 to find the
+/// repetitions (its window is 64 KiB), small enough for a reader to hold several.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// A writer's records, packed into compressed batch records (format 3).
+#[derive(Default)]
+struct Packer {
+    /// Framed records not packed yet.
+    framed: Vec<u8>,
+    /// Batch records (and records too large for a batch), ready to write.
+    packed: Vec<u8>,
+}
+
+impl Packer {
+    /// Adds the record `encode` appends.
+    fn push(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.framed.len();
+        frame::encode_with(&mut self.framed, encode);
+        if self.framed.len() - start >= BATCH_BYTES {
+            // A record this large is written as it is, after the batch before it: a batch
+            // holding it could exceed what a reader accepts of one record.
+            let record = self.framed.split_off(start);
+            self.seal();
+            self.packed.extend_from_slice(&record);
+        } else if self.framed.len() >= BATCH_BYTES {
+            self.seal();
+        }
+    }
+
+    /// Packs the records added since the last batch into one.
+    fn seal(&mut self) {
+        let Self { framed, packed } = self;
+        if !framed.is_empty() {
+            frame::encode_with(packed, |o| codec::encode_batch(framed, o));
+            framed.clear();
+        }
+    }
+
+    /// Everything added, packed.
+    fn finish(&mut self) -> &[u8] {
+        self.seal();
+        &self.packed
+    }
+
+    fn clear(&mut self) {
+        self.framed.clear();
+        self.packed.clear();
+    }
+}
 
 /// The snapshot file and whose turn it is to write.
 struct Ordered {
@@ -298,9 +348,10 @@ pub fn counts(dir: &Path) -> Option<(u64, u64)> {
     let (records, _) = frame::decode(&head);
     let header = codec::decode_header(records.first()?)?;
     let (clients, tokens) = header.counts.filter(|_| header.generation == gen)?;
-    // Every framed record takes more than 48 bytes: counts the file cannot hold are
-    // damage (which `recover` reports), not a size to reserve.
-    (clients.saturating_add(tokens) <= len / 48).then_some((clients, tokens))
+    // Every framed record takes more than 48 bytes, and LZ4 packs at most 255 bytes into
+    // one: counts the file cannot hold are damage (which `recover` reports), not a size to
+    // reserve.
+    (clients.saturating_add(tokens) <= len.saturating_mul(255) / 48).then_some((clients, tokens))
 }
 
 /// Loads the newest snapshot and replays the journals after it, calling `apply` for each
@@ -486,11 +537,8 @@ fn load_snapshot(
                         }
                         for record in records {
                             let at = record.start;
-                            match codec::decode(&bytes[record]) {
-                                Ok(change) => {
-                                    apply(change);
-                                    applied += 1;
-                                }
+                            match restore(&bytes[record], apply) {
+                                Ok(n) => applied += n,
                                 Err(e) => {
                                     result = Err(corrupt(
                                         base + at as u64 - 8,
@@ -525,6 +573,23 @@ fn load_snapshot(
             None => Err(corrupt(offset, "missing trailer (truncated)")),
         }
     })
+}
+
+/// Applies one snapshot record, or each record of a batch; how many were applied.
+fn restore(record: &[u8], apply: &impl Fn(Change)) -> Result<u64, String> {
+    let Some(batch) = codec::decode_batch(record) else {
+        apply(codec::decode(record)?);
+        return Ok(1);
+    };
+    let framed = batch?;
+    let (records, tail) = frame::decode(&framed);
+    if tail != Tail::Clean {
+        return Err("damaged record inside a batch".into());
+    }
+    for record in &records {
+        apply(codec::decode(record)?);
+    }
+    Ok(records.len() as u64)
 }
 
 /// Whole records of a snapshot, checked (framing and CRC) by the reader, for a restore
@@ -567,13 +632,13 @@ fn read_chunks(
         let (records, tail) = frame::decode(&buf);
         match tail {
             Tail::Clean => {}
-            Tail::Corrupt { offset } => {
+            // A record the chunk cut short may hold what looks like records (a batch whose
+            // records LZ4 kept as they were): only the rest of the file can tell.
+            Tail::Torn { offset } | Tail::Corrupt { offset }
+                if !eof && frame::cut_short(&buf, offset) => {}
+            Tail::Torn { offset } | Tail::Corrupt { offset } => {
                 return Err(corrupt(base + offset as u64, "damaged record"))
             }
-            Tail::Torn { offset } if eof => {
-                return Err(corrupt(base + offset as u64, "damaged record"))
-            }
-            Tail::Torn { .. } => {}
         }
         let at = |r: &[u8]| r.as_ptr() as usize - buf.as_ptr() as usize;
         let mut records = &records[..];
@@ -775,6 +840,81 @@ mod tests {
             let err = load(chunk).unwrap_err().to_string();
             assert!(err.contains("corrupt snapshot at byte offset"), "{err}");
         }
+    }
+
+    /// The ids a snapshot restores, in file order per restore thread.
+    fn restored_ids(path: &Path, gen: u64) -> Vec<String> {
+        let ids = Mutex::new(Vec::new());
+        load_snapshot(
+            path,
+            gen,
+            &|c| {
+                if let Change::Delete { id } = c {
+                    ids.lock().unwrap().push(id);
+                }
+            },
+            READ_CHUNK,
+        )
+        .unwrap();
+        let mut ids = ids.into_inner().unwrap();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn records_are_written_in_compressed_batches_and_one_too_large_for_a_batch_on_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let large = "L".repeat(BATCH_BYTES);
+        let mut changes: Vec<Change> = (0..3000)
+            .map(|i| Change::Delete {
+                id: format!("client-{i:05}"),
+            })
+            .collect();
+        changes.insert(1000, Change::Delete { id: large.clone() });
+        write(dir.path(), 1, &[], &changes).unwrap();
+        let path = snapshot_path(dir.path(), 1);
+        let bytes = fs::read(&path).unwrap();
+        // Header, a batch, the large record as it is, a batch, the trailer.
+        let (records, tail) = frame::decode(&bytes);
+        assert_eq!(tail, Tail::Clean);
+        let batches = records.iter().filter(|r| codec::decode_batch(r).is_some());
+        assert_eq!((records.len(), batches.count()), (5, 2));
+        // The small records (25 bytes each, framed) take under half that; the large one
+        // (which LZ4 would shrink to nothing) is there as it is.
+        let small = bytes.len() - BATCH_BYTES;
+        assert!(small < 3000 * 25 / 2, "{small} bytes");
+        let mut want: Vec<String> = changes
+            .into_iter()
+            .map(|c| match c {
+                Change::Delete { id } => id,
+                _ => unreachable!(),
+            })
+            .collect();
+        want.sort();
+        assert_eq!(restored_ids(&path, 1), want);
+    }
+
+    #[test]
+    fn a_snapshot_of_format_2_with_plain_records_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = Vec::new();
+        frame::encode_with(&mut out, |o| {
+            o.push(codec::HEADER);
+            o.extend_from_slice(&2u32.to_le_bytes());
+            o.extend_from_slice(&1u64.to_le_bytes());
+            o.extend_from_slice(&3u64.to_le_bytes());
+            o.extend_from_slice(&0u64.to_le_bytes());
+        });
+        for id in ["a", "b", "c"] {
+            frame::encode_with(&mut out, |o| {
+                codec::encode(&Change::Delete { id: id.into() }, o)
+            });
+        }
+        frame::encode_with(&mut out, |o| codec::encode_trailer(3, o));
+        let path = snapshot_path(dir.path(), 1);
+        fs::write(&path, &out).unwrap();
+        assert_eq!(counts(dir.path()), Some((3, 0)));
+        assert_eq!(restored_ids(&path, 1), ["a", "b", "c"]);
     }
 
     #[test]
