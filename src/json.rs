@@ -1,7 +1,10 @@
-//! JSON from the network, parsed strictly, and the pieces the hottest answers are written
-//! with. Parsing: an object with the same member twice is an error, at any depth. RFC 8259 leaves duplicates' meaning open and `serde_json` keeps the
-//! last one, so a proxy, a WAF or a logger that keeps the first would judge a different
-//! request than certgate acts on; refusing is the only reading both sides agree on.
+//! JSON from the network, parsed strictly, and the pieces the most frequent answers are
+//! written with.
+//!
+//! Parsing: an object with the same member twice is an error, at any depth. RFC 8259 leaves
+//! duplicates' meaning open and `serde_json` keeps the last one, so a proxy, a WAF or a
+//! logger that keeps the first would judge a different request than certgate acts on;
+//! refusing is the only reading both sides agree on.
 
 use std::fmt;
 
