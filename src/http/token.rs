@@ -331,6 +331,23 @@ mod tests {
     }
 
     #[test]
+    fn rfc6749_2_3_1_basic_credentials_are_each_decoded_as_one_form_value() {
+        let basic = |user_pass: &str| {
+            let mut headers = HeaderMap::new();
+            let value = format!("Basic {}", STANDARD.encode(user_pass));
+            headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+            basic_credentials(&headers).unwrap().unwrap()
+        };
+        assert_eq!(
+            basic("my%20client:p%26ss+word%3A"),
+            ("my client".into(), "p&ss word:".into())
+        );
+        // Characters a form would split on are plain in a lone value.
+        assert_eq!(basic("a=b:c&d=e"), ("a=b".into(), "c&d=e".into()));
+        assert_eq!(basic("id:%zz%4"), ("id".into(), "%zz%4".into()));
+    }
+
+    #[test]
     fn a_form_reads_as_form_urlencoded_reads_it() {
         let many = (0..20).map(|i| format!("p{i}=v{i}")).collect::<Vec<_>>();
         let mut many_repeated = many.clone();
