@@ -34,7 +34,7 @@ pub fn satisfies(metadata: &Registered, cert: &ClientCertificate) -> Result<(), 
             }
         }
         AuthMethod::SelfSignedTlsClientAuth => {
-            if metadata.x5c().next().is_none() && rules.jwks_uri {
+            if metadata.x5c_count() == 0 && rules.jwks_uri {
                 return Err(
                     "jwks_uri is not fetched by this server: declare the certificate in jwks"
                         .into(),

@@ -514,6 +514,11 @@ impl Registered {
             })
     }
 
+    /// How many `x5c` thumbprints there are (without decoding them).
+    pub fn x5c_count(&self) -> usize {
+        self.x5c.len as usize / THUMBPRINT_LEN
+    }
+
     /// Whether `sha256` is among the `x5c` thumbprints.
     pub fn has_x5c(&self, sha256: &[u8; 32]) -> bool {
         self.x5c().any(|t| t == *sha256)
@@ -1113,6 +1118,7 @@ mod tests {
         assert!(r.declared_dn().is_none());
         // Sorted and without repeats, as the codec writes them.
         assert_eq!(r.x5c().collect::<Vec<_>>(), [[1u8; 32], [3u8; 32]]);
+        assert_eq!(r.x5c_count(), 2);
         assert!(r.has_x5c(&[3u8; 32]) && !r.has_x5c(&[2u8; 32]));
         let stored = SubjectRule::Dn(DeclaredDn::stored(escaped));
         let r = Registered::new(json.into(), rules(None, Some(stored), &[]));

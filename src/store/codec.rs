@@ -354,7 +354,7 @@ fn rules(w: &mut Writer<'_>, metadata: &Registered) {
             w.str(s);
         }
     }
-    w.u32(metadata.x5c().count() as u32);
+    w.u32(metadata.x5c_count() as u32);
     for t in metadata.x5c() {
         w.bytes32(&t);
     }

@@ -289,7 +289,8 @@ impl MemoryStore {
                     maps.settle_token(&digest, ok.then_some(token));
                 }
                 match (ok, client.bound) {
-                    (true, _) => maps.insert_client(client),
+                    // Durable: visible now (its quota slot is already counted).
+                    (true, _) => maps.clients.put(client),
                     (false, Some(sha)) => maps.unbind(&sha),
                     (false, None) => {}
                 }
@@ -586,20 +587,16 @@ impl Maps {
         }
     }
 
-    fn upsert_recovered(&self, client: ClientRecord) {
+    fn upsert_recovered(&self, mut client: ClientRecord) {
         match self.clients.get(&client.client_id) {
-            Some(previous) => {
-                let mut client = client;
-                client.version = previous.version + 1;
-                self.clients.put(client);
-            }
+            Some(previous) => client.version = previous.version + 1,
             None => {
                 if let Some(sha) = client.bound {
                     *self.per_cert.entry(cert_key(&sha)).or_insert(0) += 1;
                 }
-                self.insert_client(client);
             }
         }
+        self.clients.put(client);
     }
 
     fn restore_token(&self, digest: Digest, token: AccessToken) {
@@ -619,11 +616,6 @@ impl Maps {
         if self.tokens.insert(digest, slot).is_none() {
             queue.push_back(entry);
         }
-    }
-
-    /// A registration is durable: make it visible (its quota slot is already counted).
-    fn insert_client(&self, client: ClientRecord) {
-        self.clients.put(client);
     }
 
     /// A deletion is durable: the client, its tokens' index entries and its quota slot go.
