@@ -999,9 +999,17 @@ fn types(
     Ok((dedup(grants), dedup(responses)))
 }
 
+/// Drops repeats, keeping each value's first place. The lists hold at most `MAX_TYPES`
+/// entries: comparing with the kept ones beats hashing a copy of each.
 fn dedup(mut v: Vec<String>) -> Vec<String> {
-    let mut seen = std::collections::HashSet::new();
-    v.retain(|s| seen.insert(s.clone()));
+    let mut kept = 0;
+    for i in 0..v.len() {
+        if !v[..kept].contains(&v[i]) {
+            v.swap(kept, i);
+            kept += 1;
+        }
+    }
+    v.truncate(kept);
     v
 }
 
@@ -1183,6 +1191,24 @@ mod tests {
         assert_eq!(m.grant_types, ["authorization_code"]);
         assert_eq!(m.response_types, ["code"]);
         assert_eq!(m.token_endpoint_auth_method, AuthMethod::ClientSecretBasic);
+    }
+
+    #[test]
+    fn repeated_types_are_kept_once_in_the_order_first_given() {
+        let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            dedup(v(&["a", "b", "a", "c", "b", "c"])),
+            v(&["a", "b", "c"])
+        );
+        assert_eq!(dedup(v(&["b", "b", "b"])), v(&["b"]));
+        assert_eq!(dedup(v(&[])), v(&[]));
+        let m = parse(json!({
+            "grant_types": ["client_credentials", "authorization_code", "client_credentials"],
+            "response_types": ["code", "code"],
+        }))
+        .unwrap();
+        assert_eq!(m.grant_types, ["client_credentials", "authorization_code"]);
+        assert_eq!(m.response_types, ["code"]);
     }
 
     #[test]
