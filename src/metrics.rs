@@ -1,5 +1,7 @@
 //! Prometheus metrics (`certgate_*`), served only on `server.admin_listen`.
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -17,21 +19,21 @@ pub struct StatusLabel {
 /// Route and status labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteStatus {
-    pub route: String,
+    pub route: Arc<String>,
     pub status: u16,
 }
 
 /// Route label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabel {
-    pub route: String,
+    pub route: Arc<String>,
 }
 
 /// Route and refusal reason labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteReason {
-    pub route: String,
-    pub reason: String,
+    pub route: Arc<String>,
+    pub reason: &'static str,
 }
 
 /// Every metric certgate exports.
@@ -144,8 +146,7 @@ impl Metrics {
     }
 
     /// Counts a routed request's answer and how long it took to get it.
-    pub fn route_request(&self, route: &str, status: u16, took: std::time::Duration) {
-        let route = route.to_owned();
+    pub fn route_request(&self, route: &Arc<String>, status: u16, took: std::time::Duration) {
         self.route_requests
             .get_or_create(&RouteStatus {
                 route: route.clone(),
@@ -153,16 +154,18 @@ impl Metrics {
             })
             .inc();
         self.route_latency
-            .get_or_create(&RouteLabel { route })
+            .get_or_create(&RouteLabel {
+                route: route.clone(),
+            })
             .observe(took.as_secs_f64());
     }
 
     /// Counts a refusal at a route.
-    pub fn route_refused(&self, route: &str, reason: &str) {
+    pub fn route_refused(&self, route: &Arc<String>, reason: &'static str) {
         self.route_refusals
             .get_or_create(&RouteReason {
-                route: route.to_owned(),
-                reason: reason.to_owned(),
+                route: route.clone(),
+                reason,
             })
             .inc();
     }

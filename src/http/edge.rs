@@ -36,7 +36,7 @@ async fn admit_and_forward(
     req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let app = ctx.app;
-    let refused = |reason: &str| app.metrics.route_refused(&route.prefix, reason);
+    let refused = |reason: &'static str| app.metrics.route_refused(&route.prefix, reason);
     let cert = ctx
         .cert(req.headers())
         .inspect_err(|_| refused("certificate_header"))?;
@@ -62,7 +62,16 @@ async fn admit_and_forward(
     };
     let certificate_headers =
         proxy_header::header_names(app.config.proxy.header_format, &app.proxy_header);
-    match forward(route, req, &admitted, &peer, &certificate_headers).await {
+    match forward(
+        route,
+        req,
+        &admitted,
+        cert.as_deref(),
+        &peer,
+        &certificate_headers,
+    )
+    .await
+    {
         Forwarded::Response(resp) => Ok(resp.map(Body::stream)),
         Forwarded::Unavailable(why) => {
             tracing::warn!(route = %route.prefix, error = %why, "upstream unavailable");

@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 
 use super::Route;
 use crate::body::RequestBody;
+use crate::identity::ClientCertificate;
 use crate::model::AccessToken;
 
 /// Who sent the request, as the edge sees it.
@@ -69,12 +70,13 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Sends `req` (admitted with `token`) to the route's upstream. `certificate_headers` are
-/// the proxy certificate header(s), removed whoever sent them.
+/// Sends `req` (admitted with `token`, presented with `cert`) to the route's upstream.
+/// `certificate_headers` are the proxy certificate header(s), removed whoever sent them.
 pub async fn forward(
     route: &Route,
     mut req: Request<RequestBody>,
     token: &AccessToken,
+    cert: Option<&ClientCertificate>,
     peer: &Peer,
     certificate_headers: &[HeaderName],
 ) -> Forwarded {
@@ -103,11 +105,15 @@ pub async fn forward(
     // certgate's own view of the caller.
     set(headers, X_CLIENT_ID, token.client_id.as_str());
     if let Some(cnf) = token.cnf {
-        set(
-            headers,
-            X_CLIENT_CERT_THUMBPRINT,
-            crate::secret::encode(&cnf),
-        );
+        // Admission matched the two: the certificate's text is the token's, already encoded.
+        match cert.filter(|c| c.sha256 == cnf) {
+            Some(c) => set(headers, X_CLIENT_CERT_THUMBPRINT, c.thumbprint.as_str()),
+            None => set(
+                headers,
+                X_CLIENT_CERT_THUMBPRINT,
+                crate::secret::encode(&cnf),
+            ),
+        }
     }
     set(headers, X_TOKEN_SCOPE, token.scope.as_str());
     let forwarded_for = match proxy_for {

@@ -26,8 +26,8 @@ type Upstream = Client<HttpsConnector<HttpConnector>, crate::body::RequestBody>;
 
 /// One `[[routes]]` entry, ready to serve.
 pub struct Route {
-    /// `path_prefix`, also the metrics label.
-    pub prefix: String,
+    /// `path_prefix`, also the metrics label (shared, so counting a request copies nothing).
+    pub prefix: Arc<String>,
     /// Scheme and authority of the upstream, parsed once, and its base path (no trailing
     /// slash).
     scheme: http::uri::Scheme,
@@ -63,7 +63,7 @@ impl Table {
 
     /// The route serving `path`, if any (certgate's own paths are matched before this).
     pub fn lookup(&self, path: &str) -> Option<&Arc<Route>> {
-        self.0.iter().find(|r| path.starts_with(&r.prefix))
+        self.0.iter().find(|r| path.starts_with(r.prefix.as_str()))
     }
 
     /// Whether any route is configured.
@@ -107,7 +107,7 @@ impl Route {
             .pool_max_idle_per_host(256)
             .build(connector);
         Ok(Self {
-            prefix: r.path_prefix.clone(),
+            prefix: Arc::new(r.path_prefix.clone()),
             scheme,
             authority,
             base,
