@@ -14,6 +14,8 @@ mod management;
 mod registration;
 mod tokens;
 
+use std::sync::Arc;
+
 use crate::clock::Clock;
 use crate::config::Backend;
 use crate::config::Config;
@@ -24,7 +26,6 @@ use crate::secret::Digest;
 use crate::statement::Issuers;
 use crate::store::postgres::PgSettings;
 use crate::store::{MemoryStore, PgStore, SnapshotStats, Store, StoreError};
-use std::sync::Arc;
 
 pub use client_auth::{Authenticated, ClientCredentials};
 pub use management::{ManageOp, Outcome, TokenKind};

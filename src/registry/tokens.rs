@@ -54,7 +54,7 @@ impl std::fmt::Debug for TokenGrant {
 /// The `/introspect` body (RFC 7662 §2.2).
 #[derive(Debug)]
 pub struct Introspection {
-    pub active: bool,
+    /// What an active token tells; `None` is `{"active":false}`.
     pub details: Option<IntrospectionDetails>,
 }
 
@@ -355,10 +355,7 @@ impl Registry {
         caller: &Authenticated,
         token: &str,
     ) -> Result<Introspection, Error> {
-        let inactive = Introspection {
-            active: false,
-            details: None,
-        };
+        let inactive = Introspection { details: None };
         let Some(found) = self.store.access_token(&secret::digest(token)).await? else {
             return Ok(inactive);
         };
@@ -368,7 +365,6 @@ impl Registry {
             return Ok(inactive);
         }
         Ok(Introspection {
-            active: true,
             details: Some(IntrospectionDetails {
                 cnf: record.cnf.map(|t| Confirmation {
                     x5t_s256: URL_SAFE_NO_PAD.encode(t),
@@ -448,7 +444,6 @@ mod tests {
             uses_left: None,
         };
         let active = |t: AccessToken| Introspection {
-            active: true,
             details: Some(IntrospectionDetails {
                 cnf: t.cnf.map(|c| Confirmation {
                     x5t_s256: URL_SAFE_NO_PAD.encode(c),
@@ -456,10 +451,7 @@ mod tests {
                 token: Arc::new(t),
             }),
         };
-        let inactive = Introspection {
-            active: false,
-            details: None,
-        };
+        let inactive = Introspection { details: None };
         assert_eq!(parsed(inactive.to_json()), json!({"active": false}));
         assert_eq!(
             parsed(active(token("c1", Some([7; 32]))).to_json()),

@@ -64,19 +64,21 @@ pub fn cut_short(buf: &[u8], pos: usize) -> bool {
     let Some(header) = buf.get(pos..pos + HEADER) else {
         return true;
     };
+    accepted_len(header).is_some_and(|len| pos + HEADER + len > buf.len())
+}
+
+/// The payload length a record header declares, if a reader accepts it.
+fn accepted_len(header: &[u8]) -> Option<usize> {
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    (1..=MAX_RECORD).contains(&len) && pos + HEADER + len > buf.len()
+    // Zero length is never written; rejecting it keeps zero-filled space (left by a
+    // crash after the file grew) from reading as records.
+    (1..=MAX_RECORD).contains(&len).then_some(len)
 }
 
 fn record_at(buf: &[u8], pos: usize) -> Option<&[u8]> {
     let header = buf.get(pos..pos + HEADER)?;
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let len = accepted_len(header)?;
     let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    // Zero length is never written; rejecting it keeps zero-filled space (left by a
-    // crash after the file grew) from reading as records.
-    if len == 0 || len > MAX_RECORD {
-        return None;
-    }
     let payload = buf.get(pos + HEADER..pos + HEADER + len)?;
     (crc32c::crc32c(payload) == crc).then_some(payload)
 }
